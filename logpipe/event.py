@@ -1,0 +1,94 @@
+"""The one record type that flows from the parse stage to the sinks.
+
+An `Event` is one log record: a single line, or several lines grouped into one entry (a traceback, a Go stack,
+an LLM debug block). The source and the parse stage fill it; the Loki sink ships `text` with `ts_ns`; the metrics
+stage counts it. Fields the record does not carry stay `None`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+#: A line's place in its container stream: (Docker timestamp in ns, ordinal among that stream's lines with exactly
+#: that timestamp, from 1). Positions order the lines of one stream and survive re-reading the log from Docker.
+Position = tuple[int, int]
+
+LEVELS = ("debug", "info", "warning", "error", "critical", "unknown")
+
+TIMEOUT_KINDS = (
+    "worker_timeout",
+    "upstream_timeout",
+    "read_timeout",
+    "connect_timeout",
+    "request_timeout",
+    "task_time_limit",
+)
+
+TASK_STATES = ("received", "succeeded", "failed", "retry")
+
+#: Fields sent to Loki as structured metadata (high cardinality, never stream labels).
+METADATA_FIELDS = ("trace_id", "span_id", "req_id", "tenant_id", "app_id", "task_id")
+
+
+@dataclass(slots=True)
+class Event:
+    """One parsed log record.
+
+    `ts_ns` is Docker's timestamp of the record's first line, in nanoseconds since the epoch; `text` is what is
+    shipped (lines joined with ``\\n``). `service`, `container` and `stream` come from the source.
+    """
+
+    ts_ns: int
+    text: str
+    service: str = ""
+    container: str = ""
+    stream: str = "stdout"
+    lines: int = 1
+    truncated: bool = False
+
+    level: str = "unknown"
+    format: str = "raw"
+    message: str | None = None
+    logger_caller: str | None = None
+
+    trace_id: str | None = None
+    span_id: str | None = None
+    req_id: str | None = None
+    tenant_id: str | None = None
+    user_id: str | None = None
+    app_id: str | None = None
+    workflow_id: str | None = None
+    node_id: str | None = None
+
+    http_method: str | None = None
+    http_path: str | None = None
+    http_status: int | None = None
+    duration_seconds: float | None = None
+
+    model: str | None = None
+    model_type: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cost: float | None = None
+    currency: str | None = None
+    llm_latency_seconds: float | None = None
+
+    task_name: str | None = None
+    task_id: str | None = None
+    task_state: str | None = None
+    task_runtime_seconds: float | None = None
+
+    error_type: str | None = None
+    timeout_kind: str | None = None
+
+
+#: Every field name of `Event`, for configuration that refers to fields by name (mappings, metric rules).
+EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Event))
+
+#: Fields an operator may set from their own JSON lines, with the type each expects.
+MAPPABLE_FIELDS: dict[str, type] = {
+    f.name: {"str | None": str, "int | None": int, "float | None": float}[str(f.type)]
+    for f in fields(Event)
+    if str(f.type) in ("str | None", "int | None", "float | None")
+}
