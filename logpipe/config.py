@@ -241,6 +241,7 @@ class MetricsConfig:
     basic_auth_password: str = field(default="", repr=False)
     basic_auth_password_file: str = ""
     prices: Mapping[str, ModelPrice] = field(default_factory=dict)
+    llm_daily_budget_usd: float = 100.0
     rules: tuple[MetricRule, ...] = ()
 
     def check(self, path: str, problems: Problems) -> None:
@@ -250,6 +251,7 @@ class MetricsConfig:
             problems.append(f"{path}namespace: not a valid metric name prefix: {self.namespace!r}")
         _positive(problems, f"{path}series_limit", self.series_limit)
         _positive(problems, f"{path}series_idle_secs", self.series_idle_secs)
+        _positive(problems, f"{path}llm_daily_budget_usd", self.llm_daily_budget_usd, allow_zero=True)
         if (self.basic_auth_password or self.basic_auth_password_file) and not self.basic_auth_username:
             problems.append(f"{path}basic_auth_username: required when a password is set")
         if self.basic_auth_password_file and not Path(self.basic_auth_password_file).is_file():
