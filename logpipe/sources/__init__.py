@@ -1,0 +1,1 @@
+"""Where logs come from: the Docker Engine API."""

@@ -1,0 +1,227 @@
+"""Following one container's log stream, from a resume point, across stream breaks and restarts.
+
+A `Follower` owns one thread that opens `/containers/{id}/logs?follow=1`, decodes it into lines, gives every
+line its position (Docker timestamp, ordinal at that timestamp) per stream, and hands the lines on in chunks.
+It reopens the stream when it breaks or when the container is started again, from the last position it handed
+on, so within a process no line is read twice; across processes the resume points come from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from logpipe.event import Position
+from logpipe.sources.engine import ContainerGone, ContainerInfo, DockerEngine, DockerUnavailable, LogStream
+from logpipe.sources.frames import STREAM_NAMES, ChunkedDecoder, DecodeStats, LogDecoder, StreamFormatError
+
+log = logging.getLogger("logpipe.source")
+
+#: A line handed to the pipeline: (Docker timestamp ns, ordinal at that timestamp, content, bytes cut off).
+SourceLine = tuple[int, int, bytes, int]
+
+_COALESCE_BELOW_BYTES = 32 * 1024
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Consecutive lines of one container stream, in order."""
+
+    container: ContainerInfo
+    stream: str
+    lines: list[SourceLine]
+    size: int
+
+
+@dataclass(slots=True)
+class _StreamState:
+    ts: int = 0
+    n: int = 0
+    last: Position | None = None  # position of the last line handed on
+    skip: Position | None = None  # on (re)open: lines at or before this were handed on already
+
+
+@dataclass(frozen=True, slots=True)
+class FollowSettings:
+    max_line_bytes: int
+    read_coalesce_secs: float
+    max_backoff_secs: float
+
+
+@dataclass(slots=True)
+class FollowerCallbacks:
+    """How a follower talks to the rest of logpipe (all called from its thread)."""
+
+    emit: Callable[[Chunk], bool]  # blocks for backpressure; False = the pipeline is stopping
+    decoded: Callable[[DecodeStats], None]
+    reconnected: Callable[[], None]
+    ended: Callable[[Follower], None]
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+
+class Follower:
+    """Follows one container until it stops (and again after `wake`), or until `stop`."""
+
+    def __init__(
+        self,
+        engine: DockerEngine,
+        info: ContainerInfo,
+        resume: dict[str, Position],
+        origin_ns: int,
+        settings: FollowSettings,
+        callbacks: FollowerCallbacks,
+    ) -> None:
+        self.info = info
+        self.origin_ns = origin_ns
+        self._engine = engine
+        self._settings = settings
+        self._cb = callbacks
+        self._streams = {name: _StreamState(last=resume.get(name)) for name in ("stdout", "stderr")}
+        self._lock = threading.Lock()
+        self._alive = False
+        self._again = False
+        self._stream: LogStream | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def alive(self) -> bool:
+        with self._lock:
+            return self._alive
+
+    def wake(self, info: ContainerInfo | None = None) -> None:
+        """Follow now: start the thread, or make a thread that is finishing read once more."""
+        with self._lock:
+            if info is not None:
+                self.info = info
+            if self._alive:
+                self._again = True
+                return
+            self._alive = True
+            self._again = False
+            self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"follow-{self.info.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to end and unblock its read; `join` waits for it."""
+        self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+
+    def join(self, timeout: float) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def since(self) -> str:
+        """The `since` to reopen with: the oldest position still needed by either stream."""
+        points = [s.last[0] if s.last is not None else self.origin_ns for s in self._streams.values()]
+        ns = max(min(points), 0)
+        return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}" if ns else "0"
+
+    def _run(self) -> None:
+        backoff = 0.5
+        try:
+            while not self._stop.is_set():
+                try:
+                    finished = self._follow_once()
+                    backoff = 0.5
+                except ContainerGone:
+                    return
+                except (DockerUnavailable, StreamFormatError) as exc:
+                    if self._stop.is_set():
+                        return
+                    log.warning("log stream lost; reconnecting", extra={"container": self.info.name, "error": str(exc)})
+                    self._cb.reconnected()
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self._settings.max_backoff_secs)
+                    continue
+                if finished:
+                    with self._lock:
+                        if not self._again or self._stop.is_set():
+                            self._alive = False
+                            return
+                        self._again = False
+        finally:
+            with self._lock:
+                self._alive = False
+            self._cb.ended(self)
+
+    def _follow_once(self) -> bool:
+        """Read the stream until it ends. True when the container has stopped, False when the stream broke."""
+        for state in self._streams.values():
+            state.ts = state.n = 0
+            state.skip = state.last
+        stream = self._engine.open_logs(self.info.id, self.since())
+        self._stream = stream
+        try:
+            if self._stop.is_set():
+                return True
+            decoder = LogDecoder(self.info.tty, self._settings.max_line_bytes)
+            dechunk = ChunkedDecoder() if stream.chunked else None
+            coalesce = self._settings.read_coalesce_secs
+            while not self._stop.is_set():
+                raw = stream.read()
+                if not raw:
+                    break
+                data = dechunk.feed(raw) if dechunk is not None else raw
+                if data and not self._hand_on(decoder.feed(data), decoder.stats):
+                    return True
+                if dechunk is not None and dechunk.done:
+                    break
+                if coalesce and len(raw) < _COALESCE_BELOW_BYTES:
+                    # Let a trickle accumulate: one wake-up per few ms instead of one per line.
+                    self._stop.wait(coalesce)
+        finally:
+            self._stream = None
+            stream.close()
+        if self._stop.is_set():
+            return True
+        info = self._engine.inspect(self.info.id)
+        if info.running:
+            return False  # the stream broke under a running container: reopen from the last position
+        self.info = info
+        self._hand_on(decoder.finish(), decoder.stats)
+        return True
+
+    def _hand_on(self, decoded: dict[int, list[tuple[int, bytes, int]]], stats: DecodeStats) -> bool:
+        if stats.partials_joined or stats.truncated or stats.bad_timestamps:
+            self._cb.decoded(DecodeStats(stats.partials_joined, stats.truncated, stats.bad_timestamps))
+            stats.partials_joined = stats.truncated = stats.bad_timestamps = 0
+        for stream_id, lines in decoded.items():
+            if not lines:
+                continue
+            name = STREAM_NAMES[stream_id]
+            state = self._streams[name]
+            positioned, size = _positions(state, lines)
+            if not positioned:
+                continue
+            if not self._cb.emit(Chunk(self.info, name, positioned, size)):
+                return False
+            last = positioned[-1]
+            state.last = (last[0], last[1])
+        return True
+
+
+def _positions(state: _StreamState, lines: list[tuple[int, bytes, int]]) -> tuple[list[SourceLine], int]:
+    """Number the lines of one stream by timestamp and drop those at or before the resume point."""
+    ts0, n, skip = state.ts, state.n, state.skip
+    out: list[SourceLine] = []
+    size = 0
+    for ts, content, cut in lines:
+        if ts == ts0:
+            n += 1
+        else:
+            ts0, n = ts, 1
+        if skip is not None:
+            if ts < skip[0] or (ts == skip[0] and n <= skip[1]):
+                continue
+            skip = None
+        out.append((ts, n, content, cut))
+        size += len(content)
+    state.ts, state.n, state.skip = ts0, n, skip
+    return out, size
