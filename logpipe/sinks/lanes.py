@@ -1,0 +1,233 @@
+"""Entries waiting for a sink, one lane per container stream, bounded in bytes.
+
+The pipeline appends a lane's entries in order; a sink takes batches from the heads of many lanes at once.
+A lane has at most one batch in flight, so its entries are acknowledged in order and its cursor is simply the
+position of its last acknowledged entry. A lane that failed waits out its own backoff while the others keep
+flowing: one rate-limited container never holds up the rest. `put` blocks while the lanes hold more than
+their byte budget (backpressure reaches the Docker readers, and Docker keeps the logs meanwhile).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from logpipe.event import Position
+
+#: Stream labels as a sorted tuple of (name, value): hashable, and the key of a Loki stream.
+LabelKey = tuple[tuple[str, str], ...]
+
+#: One Loki entry: (timestamp ns, line, structured metadata or None, stream labels, source position, size).
+Entry = tuple[int, str, dict[str, str] | None, LabelKey, Position, int]
+
+LaneKey = tuple[str, str]  # (container id, stream name)
+
+
+@dataclass(slots=True)
+class Lane:
+    key: LaneKey
+    container: str
+    entries: deque[Entry] = field(default_factory=deque)
+    bytes: int = 0
+    inflight: int = 0
+    enqueued_at: float = 0.0  # when the oldest entry not in flight arrived
+    retry_at: float = 0.0
+    failures: int = 0
+    transient: bool = False  # the last failure was the network or a 5xx, not a rate limit
+    split: int = 0  # after a 413: take at most this many entries
+
+
+@dataclass(slots=True)
+class Batch:
+    """Entries taken from the heads of several lanes, to be acknowledged or returned together."""
+
+    id: int
+    parts: list[tuple[Lane, int]]
+    entries: list[Entry]
+    size: int
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_bytes: int
+    max_entries: int
+    wait_secs: float
+
+
+_ids = itertools.count(1)
+
+
+class Lanes:
+    """Thread-safe. The pipeline thread calls `put`; sink threads call `take` and `done`/`retry`/`split`."""
+
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._lanes: dict[LaneKey, Lane] = {}
+        self._bytes = 0
+        self._entries = 0
+        self._inflight_batches = 0
+        self.cond = threading.Condition()
+        self.closed = False
+        self.over_budget: Callable[[], None] = lambda: None
+
+    # -- pipeline side
+    def put(self, key: LaneKey, container: str, entries: list[Entry], size: int) -> bool:
+        """Append entries to a lane, waiting while over budget. False if the lanes were closed meanwhile."""
+        with self.cond:
+            while self._bytes >= self.max_bytes and not self.closed:
+                self.over_budget()
+                self.cond.wait(0.5)
+            if self.closed:
+                return False
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = Lane(key, container)
+            if len(lane.entries) == lane.inflight:
+                lane.enqueued_at = self._clock()
+            lane.entries.extend(entries)
+            lane.bytes += size
+            self._bytes += size
+            self._entries += len(entries)
+            self.cond.notify_all()
+            return True
+
+    def close(self) -> None:
+        """Release any waiting `put` (shutdown); entries already held stay available to `take`."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    # -- sink side (call with self.cond held)
+    def take(self, limits: BatchLimits, flush: bool = False) -> Batch | None:
+        """A batch from every lane that is free, if one of them is due (full, or waited long enough)."""
+        now = self._clock()
+        ready = [lane for lane in self._lanes.values() if lane.inflight == 0 and lane.entries and lane.retry_at <= now]
+        if not ready:
+            return None
+        if not flush and not any(
+            lane.bytes >= limits.max_bytes or now - lane.enqueued_at >= limits.wait_secs or lane.failures or lane.split
+            for lane in ready
+        ):
+            return None
+        ready.sort(key=lambda lane: lane.enqueued_at)
+        parts: list[tuple[Lane, int]] = []
+        taken: list[Entry] = []
+        size = 0
+        for lane in ready:
+            limit = lane.split or limits.max_entries
+            n = 0
+            for entry in lane.entries:
+                if n >= limit or len(taken) >= limits.max_entries or (taken and size + entry[5] > limits.max_bytes):
+                    break
+                taken.append(entry)
+                size += entry[5]
+                n += 1
+            if n:
+                lane.inflight = n
+                parts.append((lane, n))
+            if len(taken) >= limits.max_entries or size >= limits.max_bytes:
+                break
+        if not parts:
+            return None
+        self._inflight_batches += 1
+        return Batch(next(_ids), parts, taken, size)
+
+    def next_due_in(self, limits: BatchLimits) -> float | None:
+        """Seconds until `take` could return a batch without new input; None when nothing waits."""
+        now = self._clock()
+        waits = [
+            max(
+                lane.retry_at - now,
+                0.0 if lane.failures or lane.split else limits.wait_secs - (now - lane.enqueued_at),
+            )
+            for lane in self._lanes.values()
+            if lane.inflight == 0 and lane.entries
+        ]
+        return max(min(waits), 0.0) if waits else None
+
+    def done(self, batch: Batch) -> list[tuple[LaneKey, Position]]:
+        """The batch is acknowledged: drop its entries; returns each lane's new acknowledged position."""
+        advances: list[tuple[LaneKey, Position]] = []
+        for lane, n in batch.parts:
+            last: Entry | None = None
+            freed = 0
+            for _ in range(n):
+                last = lane.entries.popleft()
+                freed += last[5]
+            lane.bytes -= freed
+            self._bytes -= freed
+            self._entries -= n
+            lane.inflight = 0
+            lane.failures = 0
+            lane.split = 0
+            lane.enqueued_at = self._clock()
+            if last is not None:
+                advances.append((lane.key, last[4]))
+            if not lane.entries:
+                del self._lanes[lane.key]
+        # Loki answered: lanes waiting out a network or 5xx backoff may go now.
+        for lane in self._lanes.values():
+            if lane.transient:
+                lane.retry_at = 0.0
+                lane.transient = False
+        self._release()
+        return advances
+
+    def retry(self, batch: Batch, delay_secs: float, transient: bool) -> None:
+        """The batch failed; its lanes wait `delay_secs` and then send their entries again."""
+        at = self._clock() + delay_secs
+        for lane, _ in batch.parts:
+            lane.inflight = 0
+            lane.failures += 1
+            lane.retry_at = at
+            lane.transient = transient
+        self._release()
+
+    def split(self, batch: Batch) -> None:
+        """Loki found the batch too large: resend its lanes in halves, at once."""
+        for lane, n in batch.parts:
+            lane.inflight = 0
+            lane.split = max(1, n // 2)
+        self._release()
+
+    def _release(self) -> None:
+        self._inflight_batches -= 1
+        self.cond.notify_all()
+
+    # -- observation
+    @property
+    def inflight_batches(self) -> int:
+        return self._inflight_batches
+
+    def totals(self) -> tuple[int, int]:
+        with self.cond:
+            return self._bytes, self._entries
+
+    def oldest_by_container(self) -> dict[str, int]:
+        """Docker time of the oldest waiting entry per container name (for the lag gauge)."""
+        with self.cond:
+            oldest: dict[str, int] = {}
+            for lane in self._lanes.values():
+                if lane.entries:
+                    ts = lane.entries[0][0]
+                    if lane.container not in oldest or ts < oldest[lane.container]:
+                        oldest[lane.container] = ts
+            return oldest
+
+    def pending(self, container_id: str) -> bool:
+        with self.cond:
+            return any(key[0] == container_id for key in self._lanes)
+
+    def any_waiting(self) -> bool:
+        """Entries not yet acknowledged (call with `cond` held, or accept a stale answer)."""
+        return bool(self._lanes)
+
+    def empty(self) -> bool:
+        with self.cond:
+            return not self._lanes
