@@ -62,6 +62,11 @@ class BatchLimits:
 _ids = itertools.count(1)
 
 
+def new_id() -> int:
+    """A process-unique batch id (batches and spool replays share the sequence, as intents do)."""
+    return next(_ids)
+
+
 class Lanes:
     """Thread-safe. The pipeline thread calls `put`; sink threads call `take` and `done`/`retry`/`split`."""
 
@@ -151,8 +156,56 @@ class Lanes:
         ]
         return max(min(waits), 0.0) if waits else None
 
-    def done(self, batch: Batch) -> list[tuple[LaneKey, Position]]:
-        """The batch is acknowledged: drop its entries; returns each lane's new acknowledged position."""
+    def take_failing(self, limits: BatchLimits, everything: bool = False) -> Batch | None:
+        """A batch from lanes that are failing and not in flight, whatever their backoff (to spill to disk).
+
+        `everything`: any lane not in flight (at shutdown, what could not be delivered goes to the spool).
+        """
+        failing = [
+            lane
+            for lane in self._lanes.values()
+            if (everything or lane.failures) and not lane.inflight and lane.entries
+        ]
+        if not failing:
+            return None
+        failing.sort(key=lambda lane: lane.enqueued_at)
+        parts: list[tuple[Lane, int]] = []
+        taken: list[Entry] = []
+        size = 0
+        for lane in failing:
+            n = 0
+            for entry in lane.entries:
+                if taken and (size + entry[5] > limits.max_bytes or len(taken) >= limits.max_entries):
+                    break
+                taken.append(entry)
+                size += entry[5]
+                n += 1
+            if n:
+                lane.inflight = n
+                parts.append((lane, n))
+            if size >= limits.max_bytes or len(taken) >= limits.max_entries:
+                break
+        self._inflight_batches += 1
+        return Batch(next(_ids), parts, taken, size)
+
+    def release(self, batch: Batch) -> None:
+        """Give a batch back untouched (a spill that could not be written)."""
+        for lane, _ in batch.parts:
+            lane.inflight = 0
+        self._release()
+
+    def sendable_before(self, deadline: float) -> bool:
+        """Whether some waiting lane's backoff ends before `deadline` (monotonic)."""
+        return any(lane.retry_at < deadline for lane in self._lanes.values() if lane.entries and not lane.inflight)
+
+    def over_budget_now(self) -> bool:
+        return self._bytes >= self.max_bytes
+
+    def done(self, batch: Batch, delivered: bool = True) -> list[tuple[LaneKey, Position]]:
+        """The batch is acknowledged (by Loki, or `delivered=False`: durably spooled): drop its entries.
+
+        Returns each lane's new acknowledged position.
+        """
         advances: list[tuple[LaneKey, Position]] = []
         for lane, n in batch.parts:
             last: Entry | None = None
@@ -164,18 +217,20 @@ class Lanes:
             self._bytes -= freed
             self._entries -= n
             lane.inflight = 0
-            lane.failures = 0
             lane.split = 0
             lane.enqueued_at = self._clock()
+            if delivered:
+                lane.failures = 0
             if last is not None:
                 advances.append((lane.key, last[4]))
             if not lane.entries:
                 del self._lanes[lane.key]
-        # Loki answered: lanes waiting out a network or 5xx backoff may go now.
-        for lane in self._lanes.values():
-            if lane.transient:
-                lane.retry_at = 0.0
-                lane.transient = False
+        if delivered:
+            # Loki answered: lanes waiting out a network or 5xx backoff may go now.
+            for lane in self._lanes.values():
+                if lane.transient:
+                    lane.retry_at = 0.0
+                    lane.transient = False
         self._release()
         return advances
 

@@ -49,6 +49,7 @@ class PushResult:
     retry_after: float | None = None
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> entries Loki ignored (outcome "rejected")
     message: str = ""
+    ambiguous: bool = False  # the request reached Loki but no answer came back: it may have been stored
 
 
 def base_url(url: str) -> str:
@@ -88,8 +89,10 @@ class LokiClient:
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", **self._auth_header()}
         try:
             response = self._client.post(PUSH_PATH, content=body, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError) as exc:
+            return PushResult("retry", 0, message=f"{type(exc).__name__}: {exc}")  # Loki never saw a whole request
         except httpx.HTTPError as exc:
-            return PushResult("retry", 0, message=f"{type(exc).__name__}: {exc}")
+            return PushResult("retry", 0, message=f"{type(exc).__name__}: {exc}", ambiguous=True)
         return classify(response.status_code, response.text, response.headers.get("Retry-After"))
 
     def query_range(self, query: str, start_ns: int, end_ns: int, limit: int = 100) -> list[tuple[int, str]]:

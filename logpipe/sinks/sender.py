@@ -16,17 +16,22 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from logpipe.checkpoint import Advance, Checkpoint, Intent
 from logpipe.config import LokiConfig
-from logpipe.sinks.lanes import Batch, BatchLimits, Lanes
+from logpipe.sinks.lanes import Batch, BatchLimits, Entry, Lanes, new_id
 from logpipe.sinks.loki import LokiClient, LokiUnavailable, PushResult
+from logpipe.sinks.overflow import Overflow
 from logpipe.sinks.push import EncodedPush, encode, line_hash, selector
+from logpipe.sinks.spool import SpoolId
 from logpipe.telemetry import Telemetry
 
 log = logging.getLogger("logpipe.loki")
 
 MAX_RETRY_AFTER_SECS = 300.0
+#: At shutdown, the time kept back from delivery to write what is left to the spool.
+SPILL_RESERVE_SECS = 1.0
 _LOG_EVERY_SECS = 10.0
 
 
@@ -54,9 +59,12 @@ class LokiSender:
         checkpoint: Checkpoint,
         config: LokiConfig,
         telemetry: Telemetry,
+        overflow: Overflow | None = None,
         wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._client = client
+        self.overflow = overflow
+        self._replays = 0
         self._lanes = lanes
         self._checkpoint = checkpoint
         self._telemetry = telemetry
@@ -82,51 +90,173 @@ class LokiSender:
         self._thread.start()
 
     def stop(self, timeout: float) -> None:
-        """Send what is waiting (ignoring batch_wait) until the lanes are empty or `timeout` passes."""
+        """Deliver what is waiting (ignoring batch_wait) within `timeout`; spool what cannot be delivered.
+
+        Delivery stops early when every waiting lane is backing off past the deadline (Loki is down). Pushes
+        still in flight at the deadline are not waited for: their intents are in the checkpoint, and the next
+        start reads them back from Loki.
+        """
+        deadline = time.monotonic() + timeout
         with self._lanes.cond:
             self._flush = True
-            self._stop_at = time.monotonic() + timeout
+            self._stop_at = deadline
             self._lanes.cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout + 1.0)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lanes.cond:
+            self._lanes.cond.wait_for(
+                lambda: self._lanes.inflight_batches == 0 and self._replays == 0,
+                max(deadline - time.monotonic(), 0.0),
+            )
 
     def _run(self) -> None:
         lanes = self._lanes
+        replay_turn = False
         while True:
             with lanes.cond:
-                batch = None
-                while batch is None:
-                    if self._stop_at is not None and (
-                        time.monotonic() >= self._stop_at or (lanes.inflight_batches == 0 and not lanes.any_waiting())
-                    ):
-                        return
-                    if lanes.inflight_batches < self._config.max_concurrent_pushes:
-                        batch = lanes.take(self._limits, flush=self._flush)
-                        if batch is not None:
+                work = None
+                while work is None:
+                    if self._stop_at is not None:
+                        work = self._stopping()
+                        if work is None:
+                            return
+                        if work[0] == "spill":
                             break
-                    due = lanes.next_due_in(self._limits)
-                    lanes.cond.wait(0.5 if due is None else min(max(due, 0.005), 0.5))
-            self._pool.submit(self._push, batch)
+                        work = None
+                    work = self._choose(replay_turn)
+                    if work is None:
+                        due = lanes.next_due_in(self._limits)
+                        lanes.cond.wait(0.5 if due is None else min(max(due, 0.005), 0.5))
+            if work[0] == "spill":
+                self._spill(work[1])
+                continue
+            replay_turn = work[0] == "live"
+            try:
+                if work[0] == "replay":
+                    self._pool.submit(self._replay, *work[1])
+                else:
+                    self._pool.submit(self._push, work[1])
+            except RuntimeError:  # the pool was shut down at the deadline: the work stays unacknowledged
+                with lanes.cond:
+                    if work[0] == "replay":
+                        self._replays -= 1
+                    else:
+                        lanes.release(work[1])
+                return
+
+    def _stopping(self) -> tuple[str, Any] | None:
+        """While stopping (lock held): ("go",) to keep delivering, ("spill", batch), or None when done."""
+        lanes = self._lanes
+        assert self._stop_at is not None
+        idle = lanes.inflight_batches == 0 and self._replays == 0
+        if idle and not lanes.any_waiting():
+            return None
+        cutoff = self._stop_at - (SPILL_RESERVE_SECS if self.overflow is not None else 0.0)
+        if time.monotonic() < cutoff and (not idle or lanes.sendable_before(cutoff)):
+            return ("go", None)
+        if self.overflow is not None and time.monotonic() < self._stop_at and self.overflow.can_spill():
+            rest = lanes.take_failing(self._limits, everything=True)
+            if rest is not None:
+                return ("spill", rest)
+        return None if idle or time.monotonic() >= self._stop_at else ("go", None)
+
+    def _choose(self, replay_turn: bool) -> tuple[str, Any] | None:
+        """The next piece of work (call with the lanes' lock held): spill, replay or a live batch."""
+        lanes, overflow = self._lanes, self.overflow
+        if overflow is not None and lanes.over_budget_now() and overflow.can_spill():
+            failing = lanes.take_failing(self._limits)
+            if failing is not None:
+                return ("spill", failing)
+        if lanes.inflight_batches + self._replays >= self._config.max_concurrent_pushes:
+            return None
+        replay = overflow is not None and self._stop_at is None
+        for kind in ("replay", "live") if replay_turn else ("live", "replay"):
+            if kind == "live":
+                batch = lanes.take(self._limits, flush=self._flush)
+                if batch is not None:
+                    return ("live", batch)
+            elif replay and overflow is not None:
+                found = overflow.next()
+                if found is not None:
+                    self._replays += 1
+                    return ("replay", found)
+        return None
+
+    def _spill(self, batch: Batch) -> None:
+        assert self.overflow is not None
+        stored = self.overflow.spill(batch.entries)
+        with self._lanes.cond:
+            if stored:
+                self._lanes.done(batch, delivered=False)
+            else:
+                self._lanes.release(batch)
+        if stored:
+            self._checkpoint.advance(advances_of(batch))  # durable in the spool: acknowledged
+
+    def _replay(self, rid: SpoolId, entries: list[Entry]) -> None:
+        assert self.overflow is not None
+        try:
+            encoded = self._encode(entries)
+            intent = Intent(new_id(), time.time(), (), encoded.probes, spool_id=rid)
+            result = self._send(encoded, intent)
+            if result.outcome == "too_large" and len(entries) > 1:
+                half = len(entries) // 2
+                results = [self._send(self._encode(part), None) for part in (entries[:half], entries[half:])]
+                result = next((r for r in results if r.outcome == "retry"), results[0])
+            if result.outcome == "retry":
+                self._checkpoint.abandon(intent.id)
+                delay = self._delay(result, self.overflow.failures)
+                with self._lanes.cond:
+                    self.overflow.failed(delay)
+                self._telemetry.entries_retried(len(entries))
+                return
+            self.loki_up = True
+            with self._lanes.cond:
+                self.overflow.delivered(rid)
+            self._checkpoint.advance((), intent.id)
+            self._account(encoded, result)
+        except Exception:
+            log.exception("replay failed unexpectedly; will retry")
+            with self._lanes.cond:
+                self.overflow.failed(self._config.max_backoff_secs)
+        finally:
+            with self._lanes.cond:
+                self._replays -= 1
+                self._lanes.cond.notify_all()
+
+    def _encode(self, entries: list[Entry]) -> EncodedPush:
+        config = self._config
+        return encode(
+            entries,
+            now_ns=self._wall_ns(),
+            max_age_ns=int(config.max_entry_age_secs * 1e9),
+            too_old=config.too_old,
+            structured_metadata=config.structured_metadata,
+            gzip_level=config.gzip_level,
+        )
+
+    def _send(self, encoded: EncodedPush, intent: Intent | None) -> PushResult:
+        if intent is not None and self._config.readback:
+            self._checkpoint.begin(intent)
+        if not encoded.entries:
+            return PushResult("ok", 204)
+        started = time.perf_counter()
+        result = self._client.push(encoded.body)
+        self._telemetry.pushed(str(result.status) if result.status else "error", time.perf_counter() - started)
+        if result.ambiguous and intent is not None and self._config.readback:
+            # The connection broke after Loki had the request: ask Loki before sending it again.
+            verdict = self._read_back(intent, self._config.readback_max_wait_secs, settle_secs=2.0)
+            self._telemetry.readback(verdict)
+            if verdict == "delivered":
+                return PushResult("ok", 0, message="confirmed by reading Loki back")
+        return result
 
     def _push(self, batch: Batch) -> None:
         try:
-            config = self._config
-            encoded = encode(
-                batch.entries,
-                now_ns=self._wall_ns(),
-                max_age_ns=int(config.max_entry_age_secs * 1e9),
-                too_old=config.too_old,
-                structured_metadata=config.structured_metadata,
-                gzip_level=config.gzip_level,
-            )
+            encoded = self._encode(batch.entries)
             intent = Intent(batch.id, time.time(), advances_of(batch), encoded.probes)
-            if config.readback:
-                self._checkpoint.begin(intent)
-            started = time.perf_counter()
-            result = self._client.push(encoded.body) if encoded.entries else PushResult("ok", 204)
-            self._telemetry.pushed(str(result.status) if result.status else "error", time.perf_counter() - started)
-            self._settle(batch, encoded, intent, result)
+            self._settle(batch, encoded, intent, self._send(encoded, intent))
         except Exception:  # a bug must not wedge the lanes: put the batch back and say so loudly
             log.exception("push failed unexpectedly; will retry")
             with self._lanes.cond:
@@ -139,14 +269,10 @@ class LokiSender:
             with self._lanes.cond:
                 self._lanes.done(batch)
             self._checkpoint.advance(intent.advances, intent.id)
-            if result.outcome == "ok":
-                telemetry.entries_sent(encoded.entries, len(encoded.body))
-            elif result.outcome == "too_large":
+            if result.outcome == "too_large":
                 telemetry.entries_dropped("too_large", 1)
             else:
-                self._count_rejected(encoded, result)
-            telemetry.entries_dropped("too_old", encoded.too_old_dropped)
-            telemetry.entries_retimestamped(encoded.retimestamped)
+                self._account(encoded, result)
             return
         self._checkpoint.abandon(intent.id)
         if result.outcome == "too_large":
@@ -156,7 +282,7 @@ class LokiSender:
             return
         transient = result.status == 0 or result.status >= 500
         self.loki_up = self.loki_up and not transient
-        delay = self._backoff(batch, result)
+        delay = self._delay(result, max(lane.failures for lane, _ in batch.parts))
         telemetry.entries_retried(len(batch.entries))
         self._log_rarely(
             str(result.status),
@@ -168,7 +294,13 @@ class LokiSender:
         with self._lanes.cond:
             self._lanes.retry(batch, delay, transient)
 
-    def _count_rejected(self, encoded: EncodedPush, result: PushResult) -> None:
+    def _account(self, encoded: EncodedPush, result: PushResult) -> None:
+        telemetry = self._telemetry
+        telemetry.entries_dropped("too_old", encoded.too_old_dropped)
+        telemetry.entries_retimestamped(encoded.retimestamped)
+        if result.outcome == "ok":
+            telemetry.entries_sent(encoded.entries, len(encoded.body))
+            return
         rejected = sum(n for n in result.rejected.values() if n > 0)
         for reason, n in result.rejected.items():
             self._telemetry.entries_dropped(reason, encoded.entries if n < 0 else n)
@@ -176,10 +308,9 @@ class LokiSender:
             self._telemetry.entries_sent(max(encoded.entries - rejected, 0), len(encoded.body))
         self._log_rarely("400", "Loki rejected entries", reasons=result.rejected, error=result.message[:200])
 
-    def _backoff(self, batch: Batch, result: PushResult) -> float:
+    def _delay(self, result: PushResult, failures: int) -> float:
         if result.retry_after is not None:
             return min(result.retry_after, MAX_RETRY_AFTER_SECS)
-        failures = max(lane.failures for lane, _ in batch.parts)
         ceiling = min(self._config.max_backoff_secs, self._config.min_backoff_secs * 2**failures)
         return random.uniform(ceiling / 2, ceiling)  # jitter: lanes that failed together do not retry together
 
@@ -190,7 +321,7 @@ class LokiSender:
             log.warning(message, extra=context)
 
     # -- after a crash
-    def resolve(self, max_wait_secs: float, settle_secs: float = 3.0) -> None:
+    def resolve(self, max_wait_secs: float, settle_secs: float = 2.0) -> None:
         """Decide, by reading Loki back, whether each push in flight at the last exit arrived."""
         for intent in self._checkpoint.intents():
             result = self._read_back(intent, max_wait_secs, settle_secs)
@@ -198,29 +329,33 @@ class LokiSender:
             log.info("resolved a push in flight at the last exit", extra={"push": intent.id, "result": result})
             if result == "delivered":
                 self._checkpoint.advance(intent.advances, intent.id)
+                if intent.spool_id is not None and self.overflow is not None:
+                    self.overflow.resolved(intent.spool_id)
             else:
                 self._checkpoint.abandon(intent.id)  # its lines are read again from Docker
         self._checkpoint.flush()
 
     def _read_back(self, intent: Intent, max_wait_secs: float, settle_secs: float) -> str:
+        """ "delivered", "not_delivered" or "unresolved" (Loki could not be asked within `max_wait_secs`).
+
+        A push is looked for until it cannot still arrive: its start plus the request timeout (Loki may still
+        be working on it) plus `settle_secs` (Loki shows an entry to queries about a second after storing it).
+        """
         if not intent.probes:
             return "not_delivered"
-        deadline = time.monotonic() + max_wait_secs
-        settled = False
+        horizon = intent.started_at + self._config.timeout_secs + settle_secs
+        give_up = time.monotonic() + max_wait_secs
         backoff = 0.5
         while True:
             try:
                 if any(self._probe_found(p.labels, p.ts_ns, p.line_hash) for p in intent.probes):
                     return "delivered"
-                if settled:
+                if time.time() >= horizon:
                     return "not_delivered"
-                # Loki shows a push to queries about a second after it answered: look once more, later.
-                wait = intent.started_at + self._config.timeout_secs + settle_secs - time.time()
-                time.sleep(min(max(wait, settle_secs), max(deadline - time.monotonic(), 0.0)))
-                settled = True
+                time.sleep(min(1.0, max(horizon - time.time(), 0.05)))
             except LokiUnavailable as exc:
-                if time.monotonic() + backoff > deadline:
-                    log.error("cannot read Loki back; resending the push", extra={"error": str(exc)})
+                if time.monotonic() + backoff > give_up:
+                    log.error("cannot read Loki back; sending the push again", extra={"error": str(exc)})
                     return "unresolved"
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

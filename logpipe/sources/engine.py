@@ -81,7 +81,9 @@ class LogStream(Protocol):
 class _HttpLogStream:
     def __init__(self, response: requests.Response) -> None:
         self._response = response
-        fp = response.raw._fp  # http.client.HTTPResponse: we read its socket file in bulk, not frame by frame
+        fp: Any = response.raw._fp  # http.client.HTTPResponse: we read its socket file in bulk, not frame by frame
+        if fp is None:
+            raise DockerUnavailable("log stream has no body")
         self.chunked = bool(getattr(fp, "chunked", False))
         self._read1 = fp.fp.read1 if self.chunked else fp.read1
         self._sock: socket.socket | None = getattr(getattr(fp.fp, "raw", None), "_sock", None)

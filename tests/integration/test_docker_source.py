@@ -159,7 +159,9 @@ def test_resume_from_positions_reads_nothing_twice(containers: Containers, sourc
     assert wait_until(lambda: len(first.texts(name)) == 10, 10)
     source.stop(5)
     # Pretend only the first 3 stdout and 2 stderr lines were acknowledged.
-    by_stream = {s: [(ts, n) for nm, st, _t, ts, n, _ in first.lines if nm == name and st == s] for s in ("stdout", "stderr")}
+    by_stream = {
+        s: [(ts, n) for nm, st, _t, ts, n, _ in first.lines if nm == name and st == s] for s in ("stdout", "stderr")
+    }
     resume = Resume(first.followed[box.id], {"stdout": by_stream["stdout"][2], "stderr": by_stream["stderr"][1]})
     second = Recorder({box.id: resume})
     source_for(second)

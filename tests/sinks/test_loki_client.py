@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import time
 from email.utils import formatdate
 from pathlib import Path
@@ -23,7 +24,7 @@ NOW = 1_800_000_000 * 10**9
 PARTIAL_400 = (
     "entry with timestamp 2026-11-23 16:03:09.818373504 +0000 UTC ignored, reason: 'entry too far behind, "
     "entry timestamp is: 2026-11-23T16:03:09Z, oldest acceptable timestamp is: 2026-11-23T18:03:09Z',\n"
-    "user 'fake', total ignored: 1 out of 3 for stream: {level=\"info\", service=\"api\"}\n"
+    'user \'fake\', total ignored: 1 out of 3 for stream: {level="info", service="api"}\n'
 )
 
 
@@ -38,35 +39,55 @@ class TestEncode:
             (NOW + 1, "a", {"trace_id": "6f0b"}, API, (1, 1), 10),
             (NOW + 2, "w", None, WORKER, (2, 1), 10),
         ]
-        pushed = encode(entries, now_ns=NOW, max_age_ns=3600 * 10**9, too_old="drop", structured_metadata=True,
-                        gzip_level=1)
+        pushed = encode(
+            entries, now_ns=NOW, max_age_ns=3600 * 10**9, too_old="drop", structured_metadata=True, gzip_level=1
+        )
         streams = {tuple(sorted(s["stream"].items())): s["values"] for s in decode(pushed.body)["streams"]}
         assert streams[API] == [[str(NOW + 1), "a", {"trace_id": "6f0b"}], [str(NOW + 3), "c"]]
         assert streams[WORKER] == [[str(NOW + 2), "w"]]
         assert pushed.entries == 3
 
     def test_metadata_off_sends_two_element_values(self) -> None:
-        pushed = encode([(NOW, "a", {"trace_id": "x"}, API, (1, 1), 10)], now_ns=NOW, max_age_ns=10**12,
-                        too_old="drop", structured_metadata=False, gzip_level=1)
+        pushed = encode(
+            [(NOW, "a", {"trace_id": "x"}, API, (1, 1), 10)],
+            now_ns=NOW,
+            max_age_ns=10**12,
+            too_old="drop",
+            structured_metadata=False,
+            gzip_level=1,
+        )
         assert decode(pushed.body)["streams"][0]["values"] == [[str(NOW), "a"]]
 
     def test_too_old_entries_are_retimestamped_in_order_or_dropped(self) -> None:
         old = [(NOW - 7200 * 10**9 + i, f"old{i}", None, API, (i, 1), 10) for i in range(3)]
         new = [(NOW, "new", None, API, (9, 1), 10)]
-        kept = encode(old + new, now_ns=NOW, max_age_ns=3000 * 10**9, too_old="retimestamp",
-                      structured_metadata=True, gzip_level=1)
+        kept = encode(
+            old + new,
+            now_ns=NOW,
+            max_age_ns=3000 * 10**9,
+            too_old="retimestamp",
+            structured_metadata=True,
+            gzip_level=1,
+        )
         values = decode(kept.body)["streams"][0]["values"]
         assert [v[1] for v in values] == ["old0", "old1", "old2", "new"]
         assert [int(v[0]) for v in values[:3]] == [NOW - 3000 * 10**9 + i for i in range(3)]
         assert values[0][2] == {"original_ts": str(NOW - 7200 * 10**9)}
         assert kept.retimestamped == 3
-        dropped = encode(old + new, now_ns=NOW, max_age_ns=3000 * 10**9, too_old="drop", structured_metadata=True,
-                         gzip_level=1)
+        dropped = encode(
+            old + new, now_ns=NOW, max_age_ns=3000 * 10**9, too_old="drop", structured_metadata=True, gzip_level=1
+        )
         assert dropped.too_old_dropped == 3 and dropped.entries == 1
 
     def test_probes_name_the_last_entry_of_streams(self) -> None:
-        pushed = encode([(NOW, "a", None, API, (1, 1), 1), (NOW + 1, "b", None, API, (2, 1), 1)], now_ns=NOW,
-                        max_age_ns=10**12, too_old="drop", structured_metadata=True, gzip_level=1)
+        pushed = encode(
+            [(NOW, "a", None, API, (1, 1), 1), (NOW + 1, "b", None, API, (2, 1), 1)],
+            now_ns=NOW,
+            max_age_ns=10**12,
+            too_old="drop",
+            structured_metadata=True,
+            gzip_level=1,
+        )
         assert [(p.labels, p.ts_ns, p.line_hash) for p in pushed.probes] == [(dict(API), NOW + 1, line_hash("b"))]
 
     def test_selector_escapes_values(self) -> None:
@@ -137,8 +158,6 @@ class TestClient:
         )
         client.push(b"")
         token.write_text("second\n")
-        import os
-
         os.utime(token, (time.time() + 5, time.time() + 5))
         client.push(b"")
         assert seen == ["Bearer first", "Bearer second"]
@@ -155,8 +174,13 @@ class TestClient:
         def reply(request: httpx.Request) -> httpx.Response:
             assert request.url.path == "/loki/api/v1/query_range"
             assert request.url.params["direction"] == "forward"
-            body = {"status": "success", "data": {"resultType": "streams", "result": [
-                {"stream": {"service": "api"}, "values": [["5", "a"], ["6", "b"]]}]}}
+            body = {
+                "status": "success",
+                "data": {
+                    "resultType": "streams",
+                    "result": [{"stream": {"service": "api"}, "values": [["5", "a"], ["6", "b"]]}],
+                },
+            }
             return httpx.Response(200, content=orjson.dumps(body))
 
         client = LokiClient(LokiConfig(), transport=httpx.MockTransport(reply))
@@ -165,7 +189,7 @@ class TestClient:
     def test_query_failure_raises(self) -> None:
         client = LokiClient(LokiConfig(), transport=httpx.MockTransport(lambda r: httpx.Response(502)))
         with pytest.raises(LokiUnavailable):
-            client.query_range("{a=\"b\"}", 0, 1)
+            client.query_range('{a="b"}', 0, 1)
 
     def test_base_url(self) -> None:
         assert base_url("http://loki:3100/") == "http://loki:3100"

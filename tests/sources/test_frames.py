@@ -59,7 +59,7 @@ def chunked(body: bytes, sizes: list[int]) -> bytes:
 def feed_in_pieces(decoder: LogDecoder, data: bytes, cuts: list[int]) -> dict[int, list[tuple[int, bytes, int]]]:
     out: dict[int, list[tuple[int, bytes, int]]] = {STDOUT: [], STDERR: []}
     pos = 0
-    for cut in sorted(set(cuts)) + [len(data)]:
+    for cut in [*sorted(set(cuts)), len(data)]:
         for stream, lines in decoder.feed(data[pos:cut]).items():
             out[stream].extend(lines)
         pos = cut
@@ -159,7 +159,7 @@ class TestFrames:
         decoder = LogDecoder(tty=False, max_line_bytes=1 << 20)
         got: dict[int, list[bytes]] = {STDOUT: [], STDERR: []}
         pos = 0
-        for cut in sorted({c for c in cuts if c < len(wire)}) + [len(wire)]:
+        for cut in [*sorted({c for c in cuts if c < len(wire)}), len(wire)]:
             for stream, decoded in decoder.feed(dechunk.feed(wire[pos:cut])).items():
                 got[stream].extend(content for _, content, _ in decoded)
             pos = cut

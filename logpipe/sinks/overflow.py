@@ -1,0 +1,139 @@
+"""The disk spool as the sender uses it: spill what Loki will not take, replay it oldest-first when it will.
+
+Only lanes that are failing (Loki unreachable, 429, 5xx) are spilled, and only when the in-memory budget is
+exhausted; a lane that is merely slow is held back by backpressure instead, because Docker keeps its logs. A
+spilled batch is durable on disk before the lanes drop it and before the cursors advance, so "acknowledged"
+means "in Loki or in the spool". When the spool is full (or the disk refuses), the configured policy applies:
+`block` stops spilling (backpressure reaches the Docker readers, and nothing is lost while Docker retains the
+logs) or `drop_oldest` discards the oldest spooled batches, counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+import zlib
+from typing import Any
+
+import orjson
+
+from logpipe.sinks.lanes import Entry
+from logpipe.sinks.spool import Spool, SpoolError, SpoolFull, SpoolId
+from logpipe.telemetry import Telemetry
+
+log = logging.getLogger("logpipe.spool")
+
+_COUNT = struct.Struct("<I")  # entries in the record, readable without decompressing the rest
+_NO_POSITION = (0, 0)
+
+
+def pack(entries: list[Entry]) -> bytes:
+    rows = [[ts, line, metadata, [list(pair) for pair in labels]] for ts, line, metadata, labels, _p, _s in entries]
+    return _COUNT.pack(len(entries)) + zlib.compress(orjson.dumps(rows), 1)
+
+
+def unpack(payload: bytes) -> list[Entry]:
+    rows: Any = orjson.loads(zlib.decompress(payload[_COUNT.size :]))
+    out: list[Entry] = []
+    for ts, line, metadata, labels in rows:
+        key = tuple((str(k), str(v)) for k, v in labels)
+        out.append((int(ts), str(line), metadata, key, _NO_POSITION, len(line) + 64))
+    return out
+
+
+def count(payload: bytes) -> int:
+    return int(_COUNT.unpack_from(payload)[0])
+
+
+class Overflow:
+    """Thread-safe wrapper over `Spool` with the full policy and the replay backoff."""
+
+    def __init__(self, spool: Spool, policy: str, telemetry: Telemetry) -> None:
+        self.spool = spool
+        self._policy = policy
+        self._telemetry = telemetry
+        self._blocked_until = 0.0
+        self._last_warning = 0.0
+        self.replaying: SpoolId | None = None
+        self.retry_at = 0.0
+        self.failures = 0
+
+    def can_spill(self) -> bool:
+        return time.monotonic() >= self._blocked_until
+
+    def spill(self, entries: list[Entry]) -> bool:
+        """Write entries durably. False when the spool is full (or the disk refuses) under the block policy."""
+        payload = pack(entries)
+        for _ in range(3):
+            try:
+                self.spool.append(payload)
+                self._telemetry.entries_spooled(len(entries))
+                return True
+            except (SpoolFull, SpoolError) as exc:
+                why = "full" if isinstance(exc, SpoolFull) else f"disk refused: {exc}"
+                if self._policy != "drop_oldest" or not self._drop_oldest():
+                    self._warn(f"spool {why}; holding entries in memory (backpressure to Docker)", policy=self._policy)
+                    self._blocked_until = time.monotonic() + 1.0
+                    return False
+                self._warn(f"spool {why}; dropped its oldest batches", policy=self._policy)
+        self._blocked_until = time.monotonic() + 1.0
+        return False
+
+    def next(self) -> tuple[SpoolId, list[Entry]] | None:
+        """The oldest spooled batch, if none is being replayed and its backoff is over."""
+        if self.replaying is not None or time.monotonic() < self.retry_at:
+            return None
+        try:
+            found = self.spool.next_after(None)
+        except SpoolError as exc:
+            self._warn(f"spool unreadable: {exc}")
+            self.retry_at = time.monotonic() + 5.0
+            return None
+        if found is None:
+            return None
+        rid, payload = found
+        self.replaying = rid
+        return rid, unpack(payload)
+
+    def delivered(self, rid: SpoolId) -> None:
+        try:
+            self.spool.ack(rid)
+        except (SpoolError, ValueError) as exc:
+            self._warn(f"cannot record a replayed batch as done: {exc}")
+        self.replaying = None
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def failed(self, delay_secs: float) -> None:
+        self.replaying = None
+        self.failures += 1
+        self.retry_at = time.monotonic() + delay_secs
+
+    def resolved(self, rid: SpoolId) -> None:
+        """A replay found delivered by reading Loki back after a restart."""
+        found = self.spool.next_after(None)
+        if found is not None and found[0] == rid:
+            self.spool.ack(rid)
+
+    def _drop_oldest(self) -> bool:
+        first = self.spool.next_after(None)
+        if first is None:
+            return False
+        segment = first[0][0]
+        entries = 0
+        cursor: SpoolId | None = None
+        while (found := self.spool.next_after(cursor)) is not None and found[0][0] == segment:
+            entries += count(found[1])
+            cursor = found[0]
+        records, _ = self.spool.drop_oldest()
+        if self.replaying is not None and self.replaying[0] == segment:
+            self.replaying = None
+        self._telemetry.entries_dropped("spool_full", entries)
+        return records > 0
+
+    def _warn(self, message: str, **context: object) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= 10.0:
+            self._last_warning = now
+            log.warning(message, extra=context)
