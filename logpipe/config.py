@@ -88,6 +88,7 @@ class LokiConfig:
     min_backoff_secs: float = 0.5
     max_backoff_secs: float = 60.0
     gzip_level: int = 1
+    max_line_bytes: int = 256 * 1024
     labels: Mapping[str, str] = field(default_factory=dict)
     structured_metadata: bool = True
     max_entry_age_secs: float = 3300.0
@@ -122,6 +123,8 @@ class LokiConfig:
             problems.append(f"{path}max_backoff_secs: must be >= min_backoff_secs ({self.min_backoff_secs})")
         if not 0 <= self.gzip_level <= 9:
             problems.append(f"{path}gzip_level: must be between 0 and 9, got {self.gzip_level}")
+        if self.max_line_bytes < 1024:
+            problems.append(f"{path}max_line_bytes: must be >= 1024, got {self.max_line_bytes}")
         for name in self.labels:
             if not _LABEL_NAME.match(name):
                 problems.append(f"{path}labels.{name}: not a valid label name")

@@ -80,7 +80,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     _apply_env(data, os_environ() if env is None else env, sources, problems)
     config = build(Config, data, "", problems, sources)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([_name_source(problem, sources) for problem in problems])
     return config, used
 
 
@@ -105,6 +105,14 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], sources: dict[str, 
         else:
             target[key] = _EnvValue(value)
             sources[dotted] = name
+
+
+def _name_source(problem: str, sources: Mapping[str, str]) -> str:
+    """Say which environment variable a bad value came from, when it came from one."""
+    dotted, sep, rest = problem.partition(": ")
+    if sep and dotted in sources:
+        return f"{dotted} (from {sources[dotted]}): {rest}"
+    return problem
 
 
 class _EnvValue(str):

@@ -1,0 +1,336 @@
+"""The process: startup, the control loop (signals, reload, housekeeping), and an orderly shutdown.
+
+Process-lifetime parts (metrics registry and server, checkpoint, lanes, Loki client and sender, Docker source)
+are built once; the `Pipeline` is built by the same function at startup and on every reload. Data flows one way
+(source -> pipeline -> lanes -> sink -> checkpoint); control travels on one queue. A signal handler only records
+the signal; shutdown stops the sources first, lets the rest drain under a deadline below Docker's 10 s stop grace
+period, and says what it cut off; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any, BinaryIO
+
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from logpipe import selflog
+from logpipe.checkpoint import Checkpoint
+from logpipe.config import Config
+from logpipe.configload import ConfigError, load_config
+from logpipe.metrics import LogMetrics, MetricsServer
+from logpipe.pipeline import ChunkQueue, Pipeline, PipelineRunner
+from logpipe.sinks.lanes import Lanes
+from logpipe.sinks.loki import LokiClient
+from logpipe.sinks.overflow import Overflow
+from logpipe.sinks.sender import LokiSender
+from logpipe.sinks.spool import Spool
+from logpipe.sinks.stdout import StdoutSink
+from logpipe.sources.docker import DockerSource
+from logpipe.sources.engine import DockerEngine
+from logpipe.telemetry import StateSnapshot, Telemetry
+from logpipe.watch import ConfigWatcher
+
+log = logging.getLogger("logpipe")
+
+EXIT_OK = 0
+EXIT_SOFTWARE = 70
+EXIT_UNAVAILABLE = 69
+
+#: Settings that belong to process-lifetime parts: a reload that changes them is told to restart instead.
+RESTART_ONLY = (
+    "sink",
+    "docker.host",
+    "loki.url",
+    "loki.tenant",
+    "loki.username",
+    "loki.password",
+    "loki.password_file",
+    "loki.bearer_token",
+    "loki.bearer_token_file",
+    "loki.ca_file",
+    "loki.cert_file",
+    "loki.key_file",
+    "loki.tls_insecure_skip_verify",
+    "loki.timeout_secs",
+    "loki.max_concurrent_pushes",
+    "metrics.addr",
+    "metrics.basic_auth_username",
+    "metrics.basic_auth_password",
+    "metrics.basic_auth_password_file",
+    "pipeline.memory_queue_max_bytes",
+    "state",
+    "spool",
+)
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        stdout: BinaryIO | None = None,
+    ) -> None:
+        self.config = config
+        self._config_path = config_path
+        self._env = env
+        self._stdout = stdout
+        self._control: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._stopping = False
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the exposition and no alert uses them
+        self.registry = CollectorRegistry()
+        self.telemetry = Telemetry(self.registry)
+        state_dir = Path(config.state.dir)
+        self.checkpoint = Checkpoint(state_dir / "checkpoint.json", self.telemetry.state_write_failed)
+        self.lanes = Lanes(config.pipeline.memory_queue_max_bytes)
+        self.checkpoint.drained = lambda cid: not self.lanes.pending(cid)
+        self.queue = ChunkQueue(max(1 << 20, config.pipeline.memory_queue_max_bytes // 4))
+        self.metrics = LogMetrics(self.registry, config.metrics)
+        self.client: LokiClient | None = None
+        self.sink: LokiSender | StdoutSink
+        if config.sink == "stdout":
+            self.sink = StdoutSink(self.lanes, self.checkpoint, self.telemetry, stdout or os.fdopen(1, "wb", 0))
+        else:
+            self.client = LokiClient(config.loki)
+            self.sink = LokiSender(self.client, self.lanes, self.checkpoint, config.loki, self.telemetry)
+        self.source = DockerSource(
+            lambda: DockerEngine(config.docker.host, config.docker.api_timeout_secs),
+            config.docker,
+            self.checkpoint,
+            self.queue.put,
+            self.telemetry,
+        )
+        self.runner = PipelineRunner(self.queue, self._build_pipeline(config))
+        self.server: MetricsServer | None = None
+        self._watcher: ConfigWatcher | None = None
+        self._loki_ready_at = 0.0
+        self._loki_ready = False
+        self.telemetry.watch_state(self._state)
+
+    # -- lifecycle
+    def run(self) -> int:
+        """Run until a signal (or `request_stop`); returns the process exit code."""
+        self._install_signals()
+        try:
+            self._startup()
+        except OSError as exc:
+            log.error("cannot start", extra={"error": str(exc)})
+            self._shutdown()
+            return EXIT_UNAVAILABLE
+        code = self._loop()
+        self._shutdown()
+        return code
+
+    def request_stop(self) -> None:
+        self._control.put(("stop", "requested"))
+
+    def request_reload(self, reason: str) -> None:
+        self._control.put(("reload", reason))
+
+    def _startup(self) -> None:
+        config = self.config
+        Path(config.state.dir).mkdir(parents=True, exist_ok=True)
+        self.checkpoint.load()
+        if config.metrics.addr:
+            password = config.metrics.basic_auth_password
+            if config.metrics.basic_auth_password_file:
+                password = Path(config.metrics.basic_auth_password_file).read_text(encoding="utf-8").strip()
+            self.server = MetricsServer(
+                config.metrics.addr,
+                self.registry,
+                readiness=self._readiness,
+                liveness=lambda: not self.runner.failed.is_set(),
+                username=config.metrics.basic_auth_username,
+                password=password,
+            )
+            self.server.start()
+        if isinstance(self.sink, LokiSender) and config.spool.enabled:
+            spool = Spool(
+                Path(config.state.dir) / "spool",
+                max_bytes=config.spool.max_bytes,
+                segment_bytes=config.spool.segment_bytes,
+                fsync=config.spool.fsync == "always",
+            )
+            if spool.records or spool.recovery.truncated_bytes:
+                log.info("spool opened", extra=dataclasses.asdict(spool.recovery))
+            self.sink.overflow = Overflow(spool, config.spool.full_policy, self.telemetry)
+        if isinstance(self.sink, LokiSender) and config.loki.readback and self.checkpoint.intents():
+            self.sink.resolve(config.loki.readback_max_wait_secs)
+        self.sink.start()
+        self.runner.start()
+        self.source.start()
+        if self._config_path is not None:
+            self._watcher = ConfigWatcher(self._config_path, lambda: self.request_reload("config file changed"))
+            self._watcher.start()
+        log.info(
+            "logpipe started",
+            extra={
+                "sink": config.sink,
+                "loki": config.loki.url if config.sink == "loki" else None,
+                "state_dir": config.state.dir,
+                "compose_project": config.docker.compose_project or "*",
+            },
+        )
+
+    def _loop(self) -> int:
+        interval = self.config.state.flush_interval_secs
+        next_expire = time.monotonic() + 30.0
+        while True:
+            try:
+                kind, detail = self._control.get(timeout=interval)
+            except queue.Empty:
+                kind, detail = "tick", ""
+            if kind == "stop":
+                log.info("stopping", extra={"reason": detail})
+                return EXIT_OK
+            if kind == "reload":
+                self._reload(detail)
+            self.checkpoint.flush()
+            if self.runner.failed.is_set():
+                return EXIT_SOFTWARE
+            if time.monotonic() >= next_expire:
+                self.metrics.expire()
+                next_expire = time.monotonic() + 30.0
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        deadline = time.monotonic() + self.config.pipeline.shutdown_timeout_secs
+        if self._watcher is not None:
+            self._watcher.stop()
+        self.source.stop(min(1.5, _left(deadline)))
+        self.queue.close()
+        self.runner.stop(min(1.5, _left(deadline)))
+        self.lanes.close()
+        self.sink.stop(max(_left(deadline) - 0.3, 0.1))
+        self.checkpoint.flush()
+        unsent_bytes, unsent = self.lanes.totals()
+        if unsent:
+            log.warning(
+                "shutdown deadline cut off entries; they are read again from Docker at the next start",
+                extra={"entries": unsent, "bytes": unsent_bytes},
+            )
+        if self.server is not None:
+            self.server.stop()
+        if self.client is not None:
+            self.client.close()
+        if isinstance(self.sink, LokiSender) and self.sink.overflow is not None:
+            self.sink.overflow.spool.close()
+        log.info("logpipe stopped")
+
+    # -- reload
+    def _reload(self, reason: str) -> None:
+        try:
+            new, _ = load_config(self._config_path, self._env)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: bad configuration; keeping the running one", extra={"problem": problem})
+            self.telemetry.reloaded(False)
+            return
+        new = self._keep_restart_only(new)
+        self.metrics.reconfigure(new.metrics)
+        if not self.runner.swap(self._build_pipeline(new)):
+            log.error("reload timed out waiting for the pipeline; keeping the running one")
+            self.telemetry.reloaded(False)
+            return
+        self.source.reconfigure(new.docker)
+        if isinstance(self.sink, LokiSender):
+            self.sink.reconfigure(new.loki)
+        selflog.setup(new.log.level)
+        self.config = new
+        self.telemetry.reloaded(True)
+        log.info("configuration reloaded", extra={"reason": reason})
+
+    def _keep_restart_only(self, new: Config) -> Config:
+        for dotted in RESTART_ONLY:
+            old_value, new_value = _get(self.config, dotted), _get(new, dotted)
+            if old_value != new_value:
+                log.warning("setting changed; it takes effect at the next restart", extra={"setting": dotted})
+                new = _set(new, dotted, old_value)
+        return new
+
+    def _build_pipeline(self, config: Config) -> Pipeline:
+        return Pipeline(config, self.lanes, self.metrics, self.telemetry, self._host)
+
+    def _host(self) -> str:
+        return self.config.docker.host_label or self.source.host_name or socket.gethostname()
+
+    # -- observation
+    def _state(self) -> StateSnapshot:
+        lanes_bytes, lanes_entries = self.lanes.totals()
+        now_ns = time.time_ns()
+        lag = {name: max(now_ns - ts, 0) / 1e9 for name, ts in self.lanes.oldest_by_container().items()}
+        for info in self.source.followed():
+            lag.setdefault(info.name, 0.0)
+        overflow = self.sink.overflow if isinstance(self.sink, LokiSender) else None
+        spool = overflow.spool if overflow is not None else None
+        return StateSnapshot(
+            containers_followed=len(self.source.followed()),
+            lag_secs=lag,
+            queue_bytes=lanes_bytes + self.queue.bytes,
+            queue_entries=lanes_entries,
+            pushes_in_flight=self.lanes.inflight_batches,
+            spool_bytes=spool.bytes if spool is not None else 0,
+            spool_records=spool.records if spool is not None else 0,
+            spool_oldest_age_secs=(spool.oldest_age_secs or 0.0) if spool is not None else 0.0,
+            docker_up=self.source.connected.is_set(),
+            loki_up=self.sink.loki_up,
+        )
+
+    def _readiness(self) -> dict[str, bool]:
+        return {"docker": self.source.connected.is_set(), "loki": self._loki_reachable()}
+
+    def _loki_reachable(self) -> bool:
+        if self.sink.loki_up or self.client is None:
+            return True
+        now = time.monotonic()
+        if now - self._loki_ready_at > 5.0:
+            self._loki_ready_at = now
+            self._loki_ready = self.client.ready()
+        return self._loki_ready
+
+    # -- signals
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._control.put(("reload", "SIGHUP"))
+        elif self._stopping:
+            os._exit(128 + signum)  # second signal: the operator wants out now; the checkpoint is consistent
+        else:
+            self._stopping = True
+            self._control.put(("stop", signal.Signals(signum).name))
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
+
+
+def _get(config: Config, dotted: str) -> object:
+    value: object = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _set(config: Config, dotted: str, value: Any) -> Config:
+    section, _, key = dotted.partition(".")
+    changes: dict[str, Any] = {section: value}
+    if key:
+        changes = {section: dataclasses.replace(getattr(config, section), **{key: value})}
+    return dataclasses.replace(config, **changes)

@@ -1,0 +1,289 @@
+"""The parse stage between the Docker readers and the sinks: decode, group, parse, redact, count, enqueue.
+
+`ChunkQueue` carries chunks of lines from the reader threads to the one pipeline thread, bounded in bytes.
+`Pipeline` is everything a configuration decides about turning lines into entries (parsers, grouping, redaction,
+labels, metric rules); it is rebuilt on reload and swapped in by `PipelineRunner` between two chunks, after the
+old one has closed its open records, so no line is lost or processed twice. Lines are bytes until here: invalid
+UTF-8 is replaced (never dropped), NUL bytes are replaced, over-long lines carry a visible truncation mark.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from logpipe.config import Config
+from logpipe.event import METADATA_FIELDS, Event
+from logpipe.metrics import LogMetrics
+from logpipe.parsers import Grouper, Parser, RawRecord
+from logpipe.redact import Redactor
+from logpipe.sinks.lanes import Entry, LabelKey, LaneKey, Lanes
+from logpipe.sources.follower import Chunk
+from logpipe.telemetry import Telemetry
+
+log = logging.getLogger("logpipe.pipeline")
+
+_ENTRY_OVERHEAD = 64
+#: Bytes kept free at the end of a cut line for its truncation mark, so the marked line stays within the limit.
+_MARK_ROOM = 64
+
+
+def marked(text: str, cut: int) -> str:
+    return f"{text} …[logpipe: truncated {cut} bytes]"
+
+
+def fit(text: str, limit: int) -> str:
+    """`text` cut (and marked) to at most `limit` UTF-8 bytes: Loki rejects longer entries outright."""
+    if len(text) * 4 <= limit:
+        return text
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return text
+    keep = raw[: limit - _MARK_ROOM].decode("utf-8", "ignore")
+    return marked(keep, len(raw) - len(keep.encode("utf-8", "surrogatepass")))
+
+
+class ChunkQueue:
+    """A FIFO of chunks bounded in bytes; `put` blocks while full. Thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: deque[Chunk] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, chunk: Chunk) -> bool:
+        with self._cond:
+            while self._bytes >= self.max_bytes and not self._closed:
+                self._cond.wait(0.5)
+            if self._closed:
+                return False
+            self._items.append(chunk)
+            self._bytes += chunk.size
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: float) -> Chunk | None:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+                if not self._items:
+                    return None
+            chunk = self._items.popleft()
+            self._bytes -= chunk.size
+            self._cond.notify_all()
+            return chunk
+
+    def close(self) -> None:
+        """Refuse further puts (releasing blocked readers); what is queued can still be taken."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+
+@dataclass(slots=True)
+class _LaneState:
+    grouper: Grouper
+    service: str
+    container: str
+    stream: str
+    project: str
+    labels: dict[str, LabelKey] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Turns chunks into entries on the lanes, for one configuration. Used by the pipeline thread only."""
+
+    def __init__(
+        self,
+        config: Config,
+        lanes: Lanes,
+        metrics: LogMetrics | None,
+        telemetry: Telemetry,
+        host: Callable[[], str],
+    ) -> None:
+        self.config = config
+        self._lanes = lanes
+        self._metrics = metrics
+        self._telemetry = telemetry
+        self._host = host
+        self._parser = Parser(config.pipeline, on_parse_error=telemetry.parse_error)
+        redact = config.redact
+        self._redactor = Redactor(redact, on_redact=telemetry.redacted) if redact.enabled else None
+        self._static_labels = dict(config.loki.labels)
+        self._metadata = config.loki.structured_metadata
+        self._max_line = config.loki.max_line_bytes
+        self._state: dict[LaneKey, _LaneState] = {}
+
+    def process(self, chunk: Chunk, now: float) -> None:
+        info = chunk.container
+        key = (info.id, chunk.stream)
+        state = self._state.get(key)
+        if state is None:
+            state = self._state[key] = _LaneState(
+                self._parser.grouper(), info.service, info.name, chunk.stream, info.project
+            )
+        elif state.container != info.name:
+            state.container, state.labels = info.name, {}  # renamed
+        records: list[RawRecord] = []
+        add = state.grouper.add
+        sanitized_utf8 = sanitized_nul = 0
+        for ts, n, raw, cut in chunk.lines:
+            if cut:
+                raw, cut = raw[:-_MARK_ROOM], cut + min(_MARK_ROOM, len(raw))
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("utf-8", "replace")
+                sanitized_utf8 += 1
+            if "\x00" in text:
+                text = text.replace("\x00", "\ufffd")
+                sanitized_nul += 1
+            if text.endswith("\r"):
+                text = text.rstrip("\r")
+            if cut:
+                text = marked(text, cut)
+            records.extend(add(ts, (ts, n), text, now))
+        self._telemetry.lines_read(len(chunk.lines))
+        if sanitized_utf8:
+            self._telemetry.lines_sanitized("invalid_utf8", sanitized_utf8)
+        if sanitized_nul:
+            self._telemetry.lines_sanitized("nul_byte", sanitized_nul)
+        if records:
+            self._ship(key, state, records)
+
+    def flush_idle(self, now: float) -> None:
+        for key, state in self._state.items():
+            if state.grouper.pending:
+                record = state.grouper.flush_idle(now)
+                if record is not None:
+                    self._ship(key, state, [record])
+
+    def flush_all(self) -> None:
+        """Close every open record (reload, shutdown)."""
+        for key, state in self._state.items():
+            record = state.grouper.flush()
+            if record is not None:
+                self._ship(key, state, [record])
+
+    def _ship(self, key: LaneKey, state: _LaneState, records: list[RawRecord]) -> None:
+        entries: list[Entry] = []
+        size = 0
+        parse = self._parser.parse
+        metrics = self._metrics
+        redactor = self._redactor
+        for record in records:
+            event = parse(record, state.service, state.container, state.stream)
+            if redactor is not None:
+                event.text = redactor.redact(event.text)
+            event.text = fit(event.text, self._max_line)
+            if metrics is not None:
+                metrics.observe(event)
+            labels = state.labels.get(event.level)
+            if labels is None:
+                labels = state.labels[event.level] = self._labels(state, event.level)
+            metadata = self._metadata_of(event) if self._metadata else None
+            entry_size = len(event.text) + _ENTRY_OVERHEAD
+            entries.append((event.ts_ns, event.text, metadata, labels, record.end, entry_size))
+            size += entry_size
+        self._telemetry.entries_read(len(entries))
+        if not self._lanes.put(key, state.container, entries, size):
+            raise PipelineClosed
+
+    def _labels(self, state: _LaneState, level: str) -> LabelKey:
+        labels = dict(self._static_labels)
+        labels.update(
+            service=state.service,
+            container=state.container,
+            compose_project=state.project,
+            stream=state.stream,
+            host=self._host(),
+            level=level,
+        )
+        return tuple(sorted((k, v) for k, v in labels.items() if v))
+
+    @staticmethod
+    def _metadata_of(event: Event) -> dict[str, str] | None:
+        metadata = None
+        for name in METADATA_FIELDS:
+            value = getattr(event, name)
+            if value:
+                if metadata is None:
+                    metadata = {}
+                metadata[name] = str(value)
+        return metadata
+
+
+class PipelineClosed(Exception):
+    """The lanes refused entries because logpipe is shutting down."""
+
+
+class PipelineRunner:
+    """The pipeline thread: takes chunks off the queue, closes idle records, swaps pipelines on reload."""
+
+    def __init__(self, queue: ChunkQueue, pipeline: Pipeline, idle_tick_secs: float = 0.1) -> None:
+        self._queue = queue
+        self.pipeline = pipeline
+        self._tick = idle_tick_secs
+        self._next: Pipeline | None = None
+        self._stopping = threading.Event()
+        self._swap_lock = threading.Lock()
+        self._swapped = threading.Condition(self._swap_lock)
+        self._thread: threading.Thread | None = None
+        self.failed = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        self._thread.start()
+
+    def swap(self, pipeline: Pipeline, timeout: float = 5.0) -> bool:
+        """Replace the pipeline between two chunks; True once the new one is in use."""
+        with self._swap_lock:
+            self._next = pipeline
+            return self._swapped.wait_for(lambda: self._next is None, timeout)
+
+    def stop(self, timeout: float) -> None:
+        """Process what is queued, close open records, and end the thread (within `timeout`)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        last_tick = time.monotonic()
+        try:
+            while True:
+                chunk = self._queue.get(self._tick)
+                now = time.monotonic()
+                if chunk is not None:
+                    self.pipeline.process(chunk, now)
+                if now - last_tick >= self._tick:
+                    self.pipeline.flush_idle(now)
+                    last_tick = now
+                    self._maybe_swap()
+                if chunk is None and self._stopping.is_set():
+                    self._maybe_swap()
+                    self.pipeline.flush_all()
+                    return
+        except PipelineClosed:
+            log.warning("pipeline stopped while the sinks were closed")
+        except Exception:
+            # A bug here must end the process (and its container restarts it from the checkpoint), not hang it.
+            log.exception("pipeline thread failed")
+            self.failed.set()
+
+    def _maybe_swap(self) -> None:
+        with self._swap_lock:
+            if self._next is not None:
+                self.pipeline.flush_all()
+                self.pipeline = self._next
+                self._next = None
+                self._swapped.notify_all()
