@@ -2,12 +2,8 @@
 
 The spool owns one directory. Records (opaque payload bytes) are appended to segment files named
 `<20-digit number>.seg`; a segment is closed ("rotated") once the next record would take it past
-`segment_bytes`, so a record larger than a segment gets a segment of its own. Each record is
-
-    magic b"LPS1" | u32 payload length | u32 crc32(payload) | u64 write time (ns) | u32 crc32(previous 20 bytes)
-    payload
-
-all little-endian, a 24-byte header. The header has its own checksum so a torn header is never trusted. The
+`segment_bytes`, so a record larger than a segment gets a segment of its own. Each record has a 24-byte header
+with checksums of the payload and of itself (`spoolformat`), so a torn header is never trusted. The
 acknowledged position (segment number, offset just after the last acknowledged record) lives in the file `ack`,
 written as `ack.tmp` + fsync + `os.replace` + directory fsync. A spare `ack.tmp` is kept allocated so that an
 acknowledgement, which is what frees space, still works on a full disk.
@@ -27,7 +23,6 @@ import bisect
 import contextlib
 import logging
 import os
-import re
 import struct
 import threading
 import time
@@ -36,21 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from logpipe.sinks import spoolformat
+from logpipe.sinks.spoolformat import HEADER_BYTES
+
 log = logging.getLogger(__name__)
 
 SpoolId = tuple[int, int]
-
-_MAGIC = b"LPS1"
-_HEAD = struct.Struct("<4sIIQ")  # magic, payload length, payload crc32, write time ns
-_HEADER = struct.Struct("<4sIIQI")  # _HEAD + crc32 of the _HEAD bytes
-HEADER_BYTES = _HEADER.size
-_ACK = struct.Struct("<4sQQI")  # magic, segment, offset, crc32 of the preceding bytes
-_ACK_MAGIC = b"LPA1"
-_ACK_FILE = "ack"
-_ACK_TMP = "ack.tmp"
-_SEGMENT = re.compile(r"^(\d{20})\.seg$")
-_CHUNK = 1 << 20
-_MAX_PAYLOAD = 0x7FFFF000  # Linux reads at most this much in one call; no short reads below it
 
 
 class SpoolFull(Exception):
@@ -62,10 +48,6 @@ class SpoolError(Exception):
 
     A failed append or ack leaves the spool as it was: the record is not stored, the ack is not recorded.
     """
-
-
-class _Corrupt(Exception):
-    """A record failed verification."""
 
 
 @dataclass(frozen=True)
@@ -89,62 +71,6 @@ class _Segment:
 
 def _name(number: int) -> str:
     return f"{number:020d}.seg"
-
-
-def _pwrite(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _parse_header(raw: bytes) -> tuple[int, int, int]:
-    """Return (payload length, payload crc, write time ns) of a verified header; raise _Corrupt otherwise."""
-    if len(raw) < HEADER_BYTES:
-        raise _Corrupt("short header")
-    magic, length, crc, time_ns, header_crc = _HEADER.unpack(raw)
-    if magic != _MAGIC or header_crc != zlib.crc32(raw[: _HEAD.size]):
-        raise _Corrupt("bad header")
-    return length, crc, time_ns
-
-
-def _verify(fd: int, offset: int, file_size: int) -> int:
-    """Verify the record at offset without holding more than a chunk of it; return its size on disk."""
-    length, crc, _ = _parse_header(os.pread(fd, HEADER_BYTES, offset))
-    end = offset + HEADER_BYTES + length
-    if end > file_size:
-        raise _Corrupt("record runs past the end of the file")
-    actual, pos = 0, offset + HEADER_BYTES
-    while pos < end:
-        chunk = os.pread(fd, min(_CHUNK, end - pos), pos)
-        if not chunk:
-            raise _Corrupt("file shrank while reading")
-        actual = zlib.crc32(chunk, actual)
-        pos += len(chunk)
-    if actual != crc:
-        raise _Corrupt("payload checksum mismatch")
-    return end - offset
-
-
-def _scan(fd: int, offset: int, file_size: int) -> tuple[int, int, str]:
-    """Verify records from offset; return (end of the last good record, good records, why the scan stopped)."""
-    records = 0
-    while offset < file_size:
-        try:
-            offset += _verify(fd, offset, file_size)
-        except _Corrupt as why:
-            return offset, records, str(why)
-        records += 1
-    return offset, records, ""
 
 
 class Spool:
@@ -197,10 +123,10 @@ class Spool:
         With fsync=True the record is on stable storage when this returns (file fsync, plus a directory fsync
         when it opened a new segment). Raises SpoolFull if the on-disk size would exceed max_bytes, SpoolError
         if the disk refused; in both cases nothing was stored (a partial write is truncated away). A payload
-        over _MAX_PAYLOAD (~2 GiB) raises ValueError.
+        over spoolformat.MAX_PAYLOAD (~2 GiB) raises ValueError.
         """
-        if len(payload) > _MAX_PAYLOAD:
-            raise ValueError(f"payload of {len(payload)} bytes is over the {_MAX_PAYLOAD} bytes limit")
+        if len(payload) > spoolformat.MAX_PAYLOAD:
+            raise ValueError(f"payload of {len(payload)} bytes is over the {spoolformat.MAX_PAYLOAD} bytes limit")
         size = HEADER_BYTES + len(payload)
         with self._lock:
             self._check_open()
@@ -208,18 +134,20 @@ class Spool:
                 self._seal_active()  # it holds only acknowledged records: reclaim them before refusing
             if self._disk_bytes + size > self._max_bytes:
                 raise SpoolFull(f"spool full: bytes={self._disk_bytes} record={size} max_bytes={self._max_bytes}")
-            head = _HEAD.pack(_MAGIC, len(payload), zlib.crc32(payload), max(0, int(self._clock() * 1e9)))
+            head = spoolformat.HEAD.pack(
+                spoolformat.MAGIC, len(payload), zlib.crc32(payload), max(0, int(self._clock() * 1e9))
+            )
             record = head + struct.pack("<I", zlib.crc32(head)) + payload
             active, fresh = self._active, False
             if active is None or (active.size > 0 and active.size + size > self._segment_bytes):
                 active, fresh = self._create_segment(), True
             offset = active.size
             try:
-                _pwrite(active.fd, record, offset)
+                spoolformat.pwrite(active.fd, record, offset)
                 if self._fsync:
                     os.fsync(active.fd)
                     if fresh:
-                        _fsync_dir(self._dir)
+                        spoolformat.fsync_dir(self._dir)
             except OSError as exc:
                 self._roll_back(active, fresh)
                 raise SpoolError(f"spool append failed: segment={active.number} error={exc}") from exc
@@ -326,7 +254,7 @@ class Spool:
 
     def _recover(self) -> Recovery:
         ack_segment, ack_offset = self._read_ack()
-        numbers = sorted(int(m.group(1)) for name in os.listdir(self._dir) if (m := _SEGMENT.match(name)))
+        numbers = sorted(int(m.group(1)) for name in os.listdir(self._dir) if (m := spoolformat.SEGMENT.match(name)))
         self._next_number = max([ack_segment, *numbers]) + 1
         truncated = corrupt = replay_bytes = 0
         for number in numbers:
@@ -338,7 +266,7 @@ class Spool:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
             try:
                 disk_size = os.fstat(fd).st_size
-                end, records, problem = _scan(fd, start, disk_size)
+                end, records, problem = spoolformat.scan(fd, start, disk_size)
                 if problem and number == numbers[-1]:
                     os.ftruncate(fd, end)
                     if self._fsync:
@@ -366,42 +294,42 @@ class Spool:
 
     def _read_ack(self) -> SpoolId:
         try:
-            raw = (self._dir / _ACK_FILE).read_bytes()
+            raw = (self._dir / spoolformat.ACK_FILE).read_bytes()
         except FileNotFoundError:
             return (0, 0)
-        if len(raw) == _ACK.size:
-            magic, segment, offset, crc = _ACK.unpack(raw)
-            if magic == _ACK_MAGIC and crc == zlib.crc32(raw[:-4]):
+        if len(raw) == spoolformat.ACK.size:
+            magic, segment, offset, crc = spoolformat.ACK.unpack(raw)
+            if magic == spoolformat.ACK_MAGIC and crc == zlib.crc32(raw[:-4]):
                 return (segment, offset)
         log.error("Spool ack file unreadable; replaying every segment (duplicates possible). dir=%s", self._dir)
         return (0, 0)
 
     def _persist_ack(self, position: SpoolId) -> None:
-        body = _ACK.pack(_ACK_MAGIC, position[0], position[1], 0)[:-4]
+        body = spoolformat.ACK.pack(spoolformat.ACK_MAGIC, position[0], position[1], 0)[:-4]
         raw = body + struct.pack("<I", zlib.crc32(body))
-        tmp = self._dir / _ACK_TMP
+        tmp = self._dir / spoolformat.ACK_TMP
         try:
             # No O_TRUNC: overwriting the spare's already allocated block needs no free space.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                _pwrite(fd, raw, 0)
+                spoolformat.pwrite(fd, raw, 0)
                 os.ftruncate(fd, len(raw))
                 if self._fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, self._dir / _ACK_FILE)
+            os.replace(tmp, self._dir / spoolformat.ACK_FILE)
             if self._fsync:
-                _fsync_dir(self._dir)
+                spoolformat.fsync_dir(self._dir)
         except OSError as exc:
             raise SpoolError(f"cannot persist the spool ack position: {exc}") from exc
         self._prepare_spare_ack()
 
     def _prepare_spare_ack(self) -> None:
         with contextlib.suppress(OSError):  # already there, or no room: the next ack writes it
-            fd = os.open(self._dir / _ACK_TMP, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = os.open(self._dir / spoolformat.ACK_TMP, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                _pwrite(fd, bytes(_ACK.size), 0)
+                spoolformat.pwrite(fd, bytes(spoolformat.ACK.size), 0)
             finally:
                 os.close(fd)
 
@@ -469,14 +397,14 @@ class Spool:
         try:
             fd = segment.fd if segment.fd >= 0 else os.open(self._dir / _name(segment.number), os.O_RDONLY)
             try:
-                length, crc, time_ns = _parse_header(os.pread(fd, HEADER_BYTES, offset))
+                length, crc, time_ns = spoolformat.parse_header(os.pread(fd, HEADER_BYTES, offset))
                 data = os.pread(fd, length, offset + HEADER_BYTES) if payload else b""
             finally:
                 if fd != segment.fd:
                     os.close(fd)
             if payload and (len(data) != length or zlib.crc32(data) != crc):
-                raise _Corrupt("payload checksum mismatch")
-        except (OSError, _Corrupt) as exc:
+                raise spoolformat.Corrupt("payload checksum mismatch")
+        except (OSError, spoolformat.Corrupt) as exc:
             raise SpoolError(f"cannot read spool record ({segment.number}, {offset}): {exc}") from exc
         return length, time_ns, data
 
