@@ -9,14 +9,19 @@ import pytest
 
 from tests.dockerkit import Containers, client_or_none, ensure_image, fixture_containers, require
 
+_image_ready: list[bool] = []
 
-@pytest.fixture(scope="session")
+
+@pytest.fixture
 def docker_client() -> Iterator[docker.DockerClient]:
+    # Per test: a test that restarts dockerd must not leave stale pooled connections to the next one.
     client = client_or_none()
     if client is None:
         require("no Docker engine is reachable (start dockerd, see README)")
         return
-    ensure_image(client)
+    if not _image_ready:
+        ensure_image(client)
+        _image_ready.append(True)
     yield client
     client.close()
 

@@ -37,11 +37,14 @@ def require(reason: str) -> None:
 
 
 def client_or_none() -> docker.DockerClient | None:
+    client: docker.DockerClient | None = None
     try:
         client = docker.from_env(timeout=30)
         client.ping()
         return client
     except Exception:
+        if client is not None:
+            client.close()
         return None
 
 
@@ -136,3 +139,28 @@ def fixture_containers(client: docker.DockerClient) -> Iterator[Containers]:
         yield box
     finally:
         box.remove_all()
+
+
+#: dockerd processes started by tests: they outlive the test that started them, by design.
+_DAEMONS: list[subprocess.Popen[bytes]] = []
+
+
+def restart_dockerd(timeout: float = 60.0) -> None:
+    """Stop the running dockerd (SIGTERM) and start it again with the same command line: a real restart."""
+    pid = int(Path("/var/run/docker.pid").read_text().strip())
+    cmdline = [part for part in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if part]
+    os.kill(pid, 15)
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if Path(f"/proc/{pid}").exists():
+        raise AssertionError("dockerd did not stop")
+    with open("/tmp/dockerd-restarted.log", "ab") as log:
+        _DAEMONS.append(subprocess.Popen(cmdline, stdout=log, stderr=log, start_new_session=True))
+    while time.monotonic() < deadline:
+        client = client_or_none()
+        if client is not None:
+            client.close()
+            return
+        time.sleep(0.3)
+    raise AssertionError("dockerd did not come back")
