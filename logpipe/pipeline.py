@@ -158,13 +158,20 @@ class Pipeline:
             self._telemetry.lines_sanitized("invalid_utf8", sanitized_utf8)
         if sanitized_nul:
             self._telemetry.lines_sanitized("nul_byte", sanitized_nul)
+        self._count_blanks(state)
         if records:
             self._ship(key, state, records)
+
+    def _count_blanks(self, state: _LaneState) -> None:
+        if state.grouper.blanks_skipped:
+            self._telemetry.lines_skipped("blank", state.grouper.blanks_skipped)
+            state.grouper.blanks_skipped = 0
 
     def flush_idle(self, now: float) -> None:
         for key, state in self._state.items():
             if state.grouper.pending:
                 record = state.grouper.flush_idle(now)
+                self._count_blanks(state)
                 if record is not None:
                     self._ship(key, state, [record])
 
@@ -172,6 +179,7 @@ class Pipeline:
         """Close every open record (reload, shutdown)."""
         for key, state in self._state.items():
             record = state.grouper.flush()
+            self._count_blanks(state)
             if record is not None:
                 self._ship(key, state, [record])
 

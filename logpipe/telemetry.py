@@ -82,6 +82,7 @@ class Telemetry:
         c = _CounterFactory(registry)
         self._lines_read = c("logpipe_lines_read", "Lines read from Docker.")
         self._lines_sanitized = c("logpipe_lines_sanitized", "Lines repaired before parsing.", ["reason"])
+        self._skipped = c("logpipe_lines_skipped", "Lines not shipped on purpose, by reason (blank lines).", ["reason"])
         self._partials = c("logpipe_partial_frames_joined", "Docker 16 KiB partial messages joined into their line.")
         self._truncated = c("logpipe_lines_truncated", "Lines cut at docker.max_line_bytes (marked in the line).")
         self._bad_ts = c("logpipe_bad_timestamps", "Docker log frames without a readable timestamp.")
@@ -131,6 +132,9 @@ class Telemetry:
 
     def lines_sanitized(self, reason: str, n: int = 1) -> None:
         self._lines_sanitized.labels(reason).inc(n)
+
+    def lines_skipped(self, reason: str, n: int) -> None:
+        self._skipped.labels(reason).inc(n)
 
     def reconnected(self, stream: str) -> None:
         self._reconnects.labels(stream).inc()

@@ -90,6 +90,7 @@ class Containers:
         restart: str | None = None,
         project: str | None = None,
         labels: dict[str, str] | None = None,
+        log_driver: str | None = None,
     ) -> Any:
         project = project or self.project
         all_labels = {"com.docker.compose.project": project, "com.docker.compose.service": service}
@@ -104,6 +105,7 @@ class Containers:
             labels=all_labels,
             volumes=volumes or {},
             restart_policy={"Name": restart} if restart else None,
+            log_config={"Type": log_driver} if log_driver else None,
         )
         self._started.append(container.id)
         return container

@@ -59,6 +59,7 @@ class Grouper:
         "_max_bytes",
         "_max_lines",
         "_ts",
+        "blanks_skipped",
     )
 
     def __init__(self, idle_secs: float, max_lines: int, max_bytes: int) -> None:
@@ -74,6 +75,8 @@ class Grouper:
         self._end: Position = (0, 0)
         self._last_ts = 0
         self._last_now = 0.0
+        #: Blank lines not shipped (outside a record, or trailing one); the caller reads and resets it.
+        self.blanks_skipped = 0
 
     @property
     def pending(self) -> bool:
@@ -103,12 +106,15 @@ class Grouper:
                 self._end = pos
                 self._last_ts = ts_ns
                 self._last_now = now
+            else:
+                self.blanks_skipped += 1
             return out
         if is_open:
             # _close, inlined: a new start closing the previous record is the most common event of all.
             out.append(RawRecord(self._ts, self._end, self._lines, self._kind))
             self._kind = ""
             if self._blanks:
+                self.blanks_skipped += len(self._blanks)
                 self._blanks = []
         if kind in SINGLE_LINE:
             out.append(RawRecord(ts_ns, pos, [line], kind))
@@ -164,5 +170,6 @@ class Grouper:
         record = RawRecord(self._ts, self._end, self._lines, self._kind, capped)
         self._kind = ""
         if self._blanks:
+            self.blanks_skipped += len(self._blanks)
             self._blanks = []
         return record

@@ -252,3 +252,19 @@ def test_a_timestamp_going_backwards_does_not_close_the_record() -> None:
     record = lane.grouper.flush()
     assert record is not None
     assert record.lines == [DIFY, "continuation"]
+
+
+def test_blank_lines_not_shipped_are_counted() -> None:
+    lane = Lane()
+    lane.add("")  # outside any record
+    lane.add("   ")
+    lane.add(DIFY)
+    lane.add("Traceback (most recent call last):")
+    lane.add("")  # inside: kept if a continuation follows
+    lane.add('  File "x.py", line 1, in <module>')
+    lane.add("")  # trailing: dropped when the next record starts
+    lane.add("")
+    [record] = lane.add(DIFY2)
+    assert record.lines[-1] == '  File "x.py", line 1, in <module>'
+    assert "" in record.lines
+    assert lane.grouper.blanks_skipped == 4
