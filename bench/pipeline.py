@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from bench.corpus import dify_corpus
 from logpipe.config import Config
 from logpipe.metrics import LogMetrics
-from logpipe.pipeline import Pipeline
+from logpipe.pipeline import Pipeline, tune_gc
 from logpipe.sinks.lanes import BatchLimits, Lanes
 from logpipe.sinks.push import encode
 from logpipe.sources.engine import ContainerInfo
@@ -69,6 +69,7 @@ def run(lines: int, metrics_on: bool) -> dict[str, Any]:
     lanes = Lanes(1 << 40)  # no backpressure: everything stays in memory for the encode phase
     metrics = LogMetrics(registry, config.metrics) if metrics_on else None
     pipeline = Pipeline(replace(config), lanes, metrics, telemetry, lambda: "bench-host")
+    tune_gc()  # as the daemon does once started
     started = time.process_time()
     now = time.monotonic()
     for chunk in chunks:

@@ -29,7 +29,7 @@ from logpipe.checkpoint import Checkpoint
 from logpipe.config import Config
 from logpipe.configload import ConfigError, load_config
 from logpipe.metrics import LogMetrics, MetricsServer
-from logpipe.pipeline import ChunkQueue, Pipeline, PipelineRunner
+from logpipe.pipeline import ChunkQueue, Pipeline, PipelineRunner, tune_gc
 from logpipe.sinks.lanes import Lanes
 from logpipe.sinks.loki import LokiClient
 from logpipe.sinks.overflow import Overflow
@@ -128,6 +128,7 @@ class Daemon:
             log.error("cannot start", extra={"error": str(exc)})
             self._shutdown()
             return EXIT_UNAVAILABLE
+        tune_gc()
         code = self._loop()
         self._shutdown()
         return code

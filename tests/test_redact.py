@@ -81,6 +81,7 @@ CLEAN_LINES = [
     '{"token_type":"bearer","expires_in":3600,"password_set":true,"secret_name":"db","api_key_id":"k1"}',
     "api_key: None, token=null, password='' secret=\"\" password_file=/run/secrets/db",
     "Authorization header missing; authorization failed",
+    '172.18.0.1 - - [12/Jun/2026:10:30:31 +0000] "GET /api/passport HTTP/1.1" 200 51 "-" "Mozilla/5.0"',
 ]
 
 
@@ -496,7 +497,7 @@ def test_hostile_input_stays_fast(redact: Counted, text: str) -> None:
 
 # Pieces of secret-looking syntax, space-separated; hypothesis glues them with random text.
 PIECES = (
-    "password Password passwd secret token tokens api_key apikey X-Api-Key key authorization Authorization "
+    "password Password passwd PASSPHRASE passport secret token tokens api_key apikey X-Api-Key key authorization Authorization "
     "Bearer bearer Basic :// @ : = \" ' \\ , ; & { } [ ] ( ) - _ . 0 42 abc XYZ None [REDACTED] "
     "sk- app- ds- dataset- eyJ eyJhbGciOiJIUzI1NiJ9. sk-proj- İ é"
 )
@@ -536,3 +537,22 @@ def test_a_generated_key_never_survives(before: str, after: str, key: str, left:
     tail = key[-16:]
     if tail not in before and tail not in after:
         assert tail not in out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(texts | st.sampled_from(CLEAN_LINES) | (dify_keys | sk_keys).map("key=".__add__), max_size=12))
+def test_a_batch_is_redacted_exactly_like_its_texts_one_by_one(batch: list[str]) -> None:
+    one: list[tuple[str, int]] = []
+    many: list[tuple[str, int]] = []
+    single = Redactor(RedactConfig(), on_redact=lambda rule, n: one.append((rule, n)))
+    batched = Redactor(RedactConfig(), on_redact=lambda rule, n: many.append((rule, n)))
+    assert batched.redact_batch(batch) == [single.redact(text) for text in batch]
+    assert sorted(many) == sorted(one)
+
+
+def test_a_batch_with_nul_bytes_falls_back_to_one_by_one() -> None:
+    key = "sk-" + "a1B2" * 12
+    batch = ["clean\x00line", f"api_key={key}", "another clean line"]
+    out = Redactor(RedactConfig()).redact_batch(batch)
+    assert out[0] == "clean\x00line" and out[2] == "another clean line"
+    assert key not in out[1] and "[REDACTED]" in out[1]
