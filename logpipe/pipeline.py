@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import operator
 import threading
 import time
 from collections import deque
@@ -46,6 +47,9 @@ def fit(text: str, limit: int) -> str:
         return text
     keep = raw[: limit - _MARK_ROOM].decode("utf-8", "ignore")
     return marked(keep, len(raw) - len(keep.encode("utf-8", "surrogatepass")))
+
+
+_metadata_values = operator.attrgetter(*METADATA_FIELDS)
 
 
 def tune_gc() -> None:
@@ -233,14 +237,10 @@ class Pipeline:
 
     @staticmethod
     def _metadata_of(event: Event) -> dict[str, str] | None:
-        metadata = None
-        for name in METADATA_FIELDS:
-            value = getattr(event, name)
-            if value:
-                if metadata is None:
-                    metadata = {}
-                metadata[name] = str(value)
-        return metadata
+        values = _metadata_values(event)
+        if not any(values):
+            return None
+        return {name: str(value) for name, value in zip(METADATA_FIELDS, values, strict=True) if value}
 
 
 class PipelineClosed(Exception):
