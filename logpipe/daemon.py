@@ -95,7 +95,7 @@ class Daemon:
         self.checkpoint = Checkpoint(state_dir / "checkpoint.json", self.telemetry.state_write_failed)
         self.lanes = Lanes(config.pipeline.memory_queue_max_bytes)
         self.checkpoint.drained = lambda cid: not self.lanes.pending(cid)
-        self.queue = ChunkQueue(max(1 << 20, config.pipeline.memory_queue_max_bytes // 4))
+        self.queue = ChunkQueue(max(1 << 20, config.pipeline.memory_queue_max_bytes // 16))
         self.metrics = LogMetrics(self.registry, config.metrics)
         self.client: LokiClient | None = None
         self.sink: LokiSender | StdoutSink

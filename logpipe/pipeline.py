@@ -29,7 +29,10 @@ from logpipe.telemetry import Telemetry
 
 log = logging.getLogger("logpipe.pipeline")
 
+#: An entry's size for batching: its text plus what the push body adds (timestamp, quoting, metadata), roughly.
 _ENTRY_OVERHEAD = 64
+#: The same for a line waiting in the chunk queue (its tuple, timestamp and bytes object): ~156 bytes.
+_LINE_OVERHEAD = 150
 #: Bytes kept free at the end of a cut line for its truncation mark, so the marked line stays within the limit.
 _MARK_ROOM = 64
 
@@ -58,7 +61,7 @@ def tune_gc() -> None:
     time collecting them. Startup objects are frozen out of every collection."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(50_000, 10, 10)
 
 
 class ChunkQueue:
@@ -78,7 +81,7 @@ class ChunkQueue:
             if self._closed:
                 return False
             self._items.append(chunk)
-            self._bytes += chunk.size
+            self._bytes += chunk.size + _LINE_OVERHEAD * len(chunk.lines)
             self._cond.notify_all()
             return True
 
@@ -89,7 +92,7 @@ class ChunkQueue:
                 if not self._items:
                     return None
             chunk = self._items.popleft()
-            self._bytes -= chunk.size
+            self._bytes -= chunk.size + _LINE_OVERHEAD * len(chunk.lines)
             self._cond.notify_all()
             return chunk
 
@@ -285,6 +288,9 @@ class PipelineRunner:
                 now = time.monotonic()
                 if chunk is not None:
                     self.pipeline.process(chunk, now)
+                    # Hand the GIL over between chunks: the push and reader threads wake from I/O needing it, and
+                    # would otherwise wait up to the 5 ms switch interval for each step of a push.
+                    time.sleep(0)
                 if now - last_tick >= self._tick:
                     self.pipeline.flush_idle(now)
                     last_tick = now

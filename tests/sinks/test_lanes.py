@@ -7,7 +7,7 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logpipe.sinks.lanes import BatchLimits, Entry, Lanes
+from logpipe.sinks.lanes import MEMORY_PER_ENTRY, BatchLimits, Entry, Lanes
 
 LABELS = (("service", "api"),)
 
@@ -209,4 +209,4 @@ def test_batches_respect_limits_and_lanes_acknowledge_in_order(
     # everything not acknowledged is still held
     total_bytes, total_entries = lanes.totals()
     assert total_entries == sum(next_seq) - sum(len(s) for s in acknowledged.values())
-    assert total_bytes == 100 * total_entries
+    assert total_bytes == (100 + MEMORY_PER_ENTRY) * total_entries
