@@ -127,7 +127,8 @@ def test_hostile_lines_have_bounded_counted_outcomes(
 
         assert m("logpipe_lines_sanitized_total", reason="invalid_utf8") == 1
         assert m("logpipe_lines_sanitized_total", reason="nul_byte") == 1
-        assert m("logpipe_lines_skipped_total", reason="blank") == 1
+        # Counted when read: a stream reopened after a reconnect reads an unshipped blank line again.
+        assert m("logpipe_lines_skipped_total", reason="blank") >= 1
         assert m("logpipe_lines_truncated_total") == 1
         assert m("logpipe_partial_frames_joined_total") >= (MAX_LINE // (16 * 1024)) - 1
         assert m("logpipe_entries_sent_total") == flood_lines + 7
