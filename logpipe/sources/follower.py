@@ -189,22 +189,28 @@ class Follower:
         return True
 
     def _hand_on(self, decoded: dict[int, list[tuple[int, bytes, int]]], stats: DecodeStats) -> bool:
-        if stats.partials_joined or stats.truncated or stats.bad_timestamps:
-            self._cb.decoded(DecodeStats(stats.partials_joined, stats.truncated, stats.bad_timestamps))
+        # Truncations are counted on lines that survive the resume filter: a stream reopened after a break reads
+        # (and cuts) the same long line again, and that is one truncated line, not two.
+        truncated = 0
+        try:
+            for stream_id, lines in decoded.items():
+                if not lines:
+                    continue
+                name = STREAM_NAMES[stream_id]
+                state = self._streams[name]
+                positioned, size = _positions(state, lines)
+                if not positioned:
+                    continue
+                truncated += sum(1 for line in positioned if line[3])
+                if not self._cb.emit(Chunk(self.info, name, positioned, size)):
+                    return False
+                last = positioned[-1]
+                state.last = (last[0], last[1])
+            return True
+        finally:
+            if stats.partials_joined or truncated or stats.bad_timestamps:
+                self._cb.decoded(DecodeStats(stats.partials_joined, truncated, stats.bad_timestamps))
             stats.partials_joined = stats.truncated = stats.bad_timestamps = 0
-        for stream_id, lines in decoded.items():
-            if not lines:
-                continue
-            name = STREAM_NAMES[stream_id]
-            state = self._streams[name]
-            positioned, size = _positions(state, lines)
-            if not positioned:
-                continue
-            if not self._cb.emit(Chunk(self.info, name, positioned, size)):
-                return False
-            last = positioned[-1]
-            state.last = (last[0], last[1])
-        return True
 
 
 def _positions(state: _StreamState, lines: list[tuple[int, bytes, int]]) -> tuple[list[SourceLine], int]:

@@ -184,3 +184,20 @@ def test_filters_project_and_never_itself(containers: Containers, source_for, do
         assert rec.texts(f"{containers.project}-logpipe-1") == []
     finally:
         other.remove_all()
+
+
+def test_a_truncated_line_read_again_on_resume_is_not_counted_again(containers: Containers, source_for) -> None:
+    # 300 KiB without a newline inside, past the 256 KiB limit, then one short line.
+    box = containers.run("api", "head -c 307200 /dev/zero | tr '\\0' 'x'; echo; echo after; sleep 60")
+    first = Recorder()
+    source = source_for(first)
+    name = f"{containers.project}-api-1"
+    assert wait_until(lambda: len(first.texts(name)) == 2, 10)
+    source.stop(5)
+    assert first.stats.truncated == 1
+    long_line = [(ts, n) for nm, _s, text, ts, n, _ in first.lines if nm == name and text.startswith("xxx")]
+    second = Recorder({box.id: Resume(first.followed[box.id], {"stdout": long_line[0]})})
+    source_for(second)
+    assert wait_until(lambda: second.texts(name) == ["after"], 10)
+    time.sleep(0.3)
+    assert second.stats.truncated == 0  # decoded again to find the resume point, but not shipped again
