@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 import docker
@@ -29,3 +30,11 @@ def docker_client() -> Iterator[docker.DockerClient]:
 @pytest.fixture
 def containers(docker_client: docker.DockerClient) -> Iterator[Containers]:
     yield from fixture_containers(docker_client)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_docker_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    # A leaked socket then fails the test that leaked it, not whichever later test the collector ran in.
+    yield
+    if request.node.get_closest_marker("docker") is not None:
+        gc.collect()

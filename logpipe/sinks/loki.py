@@ -39,7 +39,12 @@ _REASONS = (
 
 
 class LokiUnavailable(Exception):
-    """A query to Loki failed (network, or a non-2xx answer)."""
+    """A query to Loki failed (network, or a non-2xx answer). `permanent`: asking again will not help (a 4xx
+    other than 429, such as credentials that may push but not query)."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +114,8 @@ class LokiClient:
         except httpx.HTTPError as exc:
             raise LokiUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code != 200:
-            raise LokiUnavailable(f"query answered {response.status_code}: {response.text[:200]}")
+            permanent = 400 <= response.status_code < 500 and response.status_code != 429
+            raise LokiUnavailable(f"query answered {response.status_code}: {response.text[:200]}", permanent)
         try:
             data: Any = orjson.loads(response.content)
             return [(int(v[0]), str(v[1])) for s in data["data"]["result"] for v in s["values"]]

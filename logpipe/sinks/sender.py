@@ -246,7 +246,8 @@ class LokiSender:
         self._telemetry.pushed(str(result.status) if result.status else "error", time.perf_counter() - started)
         if result.ambiguous and intent is not None and self._config.readback:
             # The connection broke after Loki had the request: ask Loki before sending it again.
-            verdict = self._read_back(intent, self._config.readback_max_wait_secs, settle_secs=2.0)
+            # While Loki cannot be asked it cannot take the push again either: wait for it (or for shutdown).
+            verdict = self._read_back(intent, None, settle_secs=2.0)
             self._telemetry.readback(verdict)
             if verdict == "delivered":
                 return PushResult("ok", 0, message="confirmed by reading Loki back")
@@ -335,8 +336,9 @@ class LokiSender:
                 self._checkpoint.abandon(intent.id)  # its lines are read again from Docker
         self._checkpoint.flush()
 
-    def _read_back(self, intent: Intent, max_wait_secs: float, settle_secs: float) -> str:
-        """ "delivered", "not_delivered" or "unresolved" (Loki could not be asked within `max_wait_secs`).
+    def _read_back(self, intent: Intent, max_wait_secs: float | None, settle_secs: float) -> str:
+        """ "delivered", "not_delivered" or "unresolved" (Loki could not be asked: within `max_wait_secs`, or, when
+        that is None, before logpipe began stopping; or it refuses queries).
 
         A push is looked for until it cannot still arrive: its start plus the request timeout (Loki may still
         be working on it) plus `settle_secs` (Loki shows an entry to queries about a second after storing it).
@@ -344,7 +346,7 @@ class LokiSender:
         if not intent.probes:
             return "not_delivered"
         horizon = intent.started_at + self._config.timeout_secs + settle_secs
-        give_up = time.monotonic() + max_wait_secs
+        give_up = time.monotonic() + max_wait_secs if max_wait_secs is not None else None
         backoff = 0.5
         while True:
             try:
@@ -354,9 +356,13 @@ class LokiSender:
                     return "not_delivered"
                 time.sleep(min(1.0, max(horizon - time.time(), 0.05)))
             except LokiUnavailable as exc:
-                if time.monotonic() + backoff > give_up:
+                out_of_time = give_up is not None and time.monotonic() + backoff > give_up
+                if exc.permanent or out_of_time or self._stop_at is not None:
                     log.error("cannot read Loki back; sending the push again", extra={"error": str(exc)})
                     return "unresolved"
+                self._log_rarely(
+                    "readback", "Loki cannot be asked whether it stored a push; asking again", error=str(exc)
+                )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 

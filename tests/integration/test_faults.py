@@ -212,6 +212,34 @@ def test_ambiguous_connection_drop_is_not_resent(
     proc.stop()
 
 
+def test_ambiguous_push_while_loki_cannot_be_asked_waits_instead_of_resending(
+    tmp_path: Path, loki: LokiServer, containers: Containers, docker_client: docker.DockerClient
+) -> None:
+    # The read-back at startup may give up after 1 s; a read-back while running must not: re-sending a push
+    # that Loki stored, because Loki could not be asked for a while, would duplicate it.
+    proc = LogpipeProcess(tmp_path, loki.url, containers.project, env={"LOGPIPE_LOKI_READBACK_MAX_WAIT_SECS": "1"})
+    write_parts(tmp_path / "data", "unasked", lines=2000, per_part=200)
+    proc.start()
+    name = f"{containers.project}-api-1"
+    box = containers.run("api", replay_command(0.2), volumes=mount(tmp_path / "data"))
+    assert wait_until(lambda: len(loki.lines(container=name)) > 0, 20)
+    loki.fail_queries(8)
+    loki.accept_then_drop(1)  # stored, never answered; and no query succeeds for 8 s
+    box.wait(timeout=60)
+    expected = Counter(docker_lines(docker_client, box.id))
+    assert wait_until(lambda: len(loki.lines(container=name)) >= sum(expected.values()), 60)
+    time.sleep(3)
+    report(
+        "stored-then-dropped while queries fail",
+        loki,
+        expected,
+        Counter(loki.lines(container=name)),
+        confirmed_by_readback=int(proc.metric("logpipe_readback_total", result="delivered")),
+    )
+    assert proc.metric("logpipe_readback_total", result="delivered") >= 1
+    proc.stop()
+
+
 def test_disk_full_on_the_state_dir(
     tmp_path: Path, loki: LokiServer, containers: Containers, docker_client: docker.DockerClient
 ) -> None:

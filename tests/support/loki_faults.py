@@ -60,6 +60,9 @@ class Faults:
         until = None if seconds is None else time.monotonic() + seconds
         self._add(Rule("fail", status, body, None if retry_after is None else str(retry_after), count, until))
 
+    def fail_queries(self, status: int, seconds: float, body: str) -> None:
+        self._add(Rule("query_fail", status, body, until=time.monotonic() + seconds))
+
     def drop(self, count: int) -> None:
         self._add(Rule("drop", remaining=count))
 

@@ -157,6 +157,11 @@ class LokiServer:
         `retry_after` sets the Retry-After header."""
         self.faults.fail(status, count, seconds, retry_after, body)
 
+    def fail_queries(self, seconds: float, status: int = 503) -> None:
+        """Answer every query for the next `seconds` with `status`, as Loki does while it has no querier ready
+        (pushes are not affected)."""
+        self.faults.fail_queries(status, seconds, "no healthy querier available")
+
     def accept_then_drop(self, count: int = 1) -> None:
         """Store the next `count` pushes as usual, then close their connections without answering."""
         self.faults.drop(count)
@@ -371,6 +376,10 @@ class LokiServer:
             params |= {k: v[-1] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
         tenant = self._tenant(h, exchange)
         if tenant is None:
+            return
+        refusal = self.faults.take("query_fail")
+        if refusal is not None:
+            self._answer(h, exchange, refusal.status, refusal.body or "")
             return
         try:
             categorize = "categorize-labels" in h.headers.get("X-Loki-Response-Encoding-Flags", "")
