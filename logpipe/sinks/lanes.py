@@ -119,9 +119,16 @@ class Lanes:
         ready = [lane for lane in self._lanes.values() if lane.inflight == 0 and lane.entries and lane.retry_at <= now]
         if not ready:
             return None
-        if not flush and not any(
-            lane.bytes >= limits.max_bytes or now - lane.enqueued_at >= limits.wait_secs or lane.failures or lane.split
-            for lane in ready
+        if (
+            not flush
+            and self._bytes < self.max_bytes
+            and not any(
+                lane.bytes >= limits.max_bytes
+                or now - lane.enqueued_at >= limits.wait_secs
+                or lane.failures
+                or lane.split
+                for lane in ready
+            )
         ):
             return None
         ready.sort(key=lambda lane: lane.enqueued_at)
@@ -246,6 +253,11 @@ class Lanes:
             lane.failures += 1
             lane.retry_at = at
             lane.transient = transient
+        self._release()
+
+    def park(self, batch: Batch) -> None:
+        """Stopping with the batch's fate unknown (its push may be stored): it stays in flight, so it is neither
+        sent again nor spilled, and its intent stays in the checkpoint for the next start to read back."""
         self._release()
 
     def split(self, batch: Batch) -> None:

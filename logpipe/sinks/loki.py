@@ -49,7 +49,7 @@ class LokiUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class PushResult:
-    outcome: str  # "ok" | "rejected" | "retry" | "too_large"
+    outcome: str  # "ok" | "rejected" | "retry" | "too_large" | "unresolved" (may be stored; logpipe is stopping)
     status: int  # 0 when there was no answer
     retry_after: float | None = None
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> entries Loki ignored (outcome "rejected")

@@ -200,6 +200,8 @@ class LokiSender:
             encoded = self._encode(entries)
             intent = Intent(new_id(), time.time(), (), encoded.probes, spool_id=rid)
             result = self._send(encoded, intent)
+            if result.outcome == "unresolved":
+                return  # the record stays in the spool and its intent in the checkpoint, for the next start
             if result.outcome == "too_large" and len(entries) > 1:
                 half = len(entries) // 2
                 results = [self._send(self._encode(part), None) for part in (entries[:half], entries[half:])]
@@ -246,11 +248,14 @@ class LokiSender:
         self._telemetry.pushed(str(result.status) if result.status else "error", time.perf_counter() - started)
         if result.ambiguous and intent is not None and self._config.readback:
             # The connection broke after Loki had the request: ask Loki before sending it again.
-            # While Loki cannot be asked it cannot take the push again either: wait for it (or for shutdown).
+            # While Loki cannot be asked it cannot take the push again either: wait for it, unless logpipe is
+            # stopping (the intent stays for the next start) or the lanes are full (re-send, so they can spill).
             verdict = self._read_back(intent, None, settle_secs=2.0)
             self._telemetry.readback(verdict)
             if verdict == "delivered":
                 return PushResult("ok", 0, message="confirmed by reading Loki back")
+            if verdict == "stopping":
+                return PushResult("unresolved", 0, message="logpipe stopped before Loki could be asked")
         return result
 
     def _push(self, batch: Batch) -> None:
@@ -265,6 +270,10 @@ class LokiSender:
 
     def _settle(self, batch: Batch, encoded: EncodedPush, intent: Intent, result: PushResult) -> None:
         telemetry = self._telemetry
+        if result.outcome == "unresolved":
+            with self._lanes.cond:
+                self._lanes.park(batch)  # neither re-sent nor spilled: the next start reads it back
+            return
         if result.outcome in ("ok", "rejected") or (result.outcome == "too_large" and len(batch.entries) == 1):
             self.loki_up = True
             with self._lanes.cond:
@@ -337,11 +346,14 @@ class LokiSender:
         self._checkpoint.flush()
 
     def _read_back(self, intent: Intent, max_wait_secs: float | None, settle_secs: float) -> str:
-        """ "delivered", "not_delivered" or "unresolved" (Loki could not be asked: within `max_wait_secs`, or, when
-        that is None, before logpipe began stopping; or it refuses queries).
+        """ "delivered", "not_delivered", "stopping" or "unresolved".
 
-        A push is looked for until it cannot still arrive: its start plus the request timeout (Loki may still
-        be working on it) plus `settle_secs` (Loki shows an entry to queries about a second after storing it).
+        With `max_wait_secs` (at startup), "unresolved" when Loki could not be asked in that time. Without (a push
+        whose answer was lost), Loki is asked until it answers, unless logpipe begins stopping ("stopping") or
+        the lanes fill up ("unresolved": the push is sent again so that its lanes can spill to the spool). Also
+        "unresolved" at once when Loki refuses queries. A push is looked for until it cannot still arrive: its
+        start plus the request timeout (Loki may still be working on it) plus `settle_secs` (Loki shows an entry
+        to queries about a second after storing it).
         """
         if not intent.probes:
             return "not_delivered"
@@ -356,15 +368,23 @@ class LokiSender:
                     return "not_delivered"
                 time.sleep(min(1.0, max(horizon - time.time(), 0.05)))
             except LokiUnavailable as exc:
+                if give_up is None and self._stop_at is not None:
+                    return "stopping"
                 out_of_time = give_up is not None and time.monotonic() + backoff > give_up
-                if exc.permanent or out_of_time or self._stop_at is not None:
+                if exc.permanent or out_of_time or (give_up is None and self._lanes.over_budget_now()):
                     log.error("cannot read Loki back; sending the push again", extra={"error": str(exc)})
                     return "unresolved"
                 self._log_rarely(
                     "readback", "Loki cannot be asked whether it stored a push; asking again", error=str(exc)
                 )
-                time.sleep(backoff)
+                self._stopping_wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _stopping_wait(self, secs: float) -> None:
+        """Sleep up to `secs`, waking early when the sender begins stopping."""
+        deadline = time.monotonic() + secs
+        while time.monotonic() < deadline and self._stop_at is None:
+            time.sleep(min(0.1, deadline - time.monotonic()))
 
     def _probe_found(self, labels: dict[str, str], ts_ns: int, wanted: str) -> bool:
         found = self._client.query_range(selector(labels), ts_ns, ts_ns + 1, limit=1000)

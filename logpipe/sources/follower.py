@@ -201,9 +201,9 @@ class Follower:
                 positioned, size = _positions(state, lines)
                 if not positioned:
                     continue
-                truncated += sum(1 for line in positioned if line[3])
                 if not self._cb.emit(Chunk(self.info, name, positioned, size)):
                     return False
+                truncated += sum(1 for line in positioned if line[3])
                 last = positioned[-1]
                 state.last = (last[0], last[1])
             return True

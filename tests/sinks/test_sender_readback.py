@@ -1,0 +1,114 @@
+"""A push whose answer was lost while Loki cannot be queried: the sender neither re-sends it blindly nor stalls.
+
+The sender talks HTTP to the strict Loki test server, which stores a push and drops the connection
+(`accept_then_drop`) and refuses queries (`fail_queries`, as Loki without a ready querier).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from logpipe.checkpoint import Checkpoint
+from logpipe.config import LokiConfig
+from logpipe.sinks.lanes import Entry, Lanes
+from logpipe.sinks.loki import LokiClient
+from logpipe.sinks.overflow import Overflow
+from logpipe.sinks.sender import LokiSender
+from logpipe.sinks.spool import Spool
+from logpipe.sources.engine import ContainerInfo
+from logpipe.telemetry import Telemetry
+from tests.dockerkit import wait_until
+from tests.support.lokiserver import LokiServer
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def loki() -> Iterator[LokiServer]:
+    with LokiServer(visibility_delay_secs=0.0) as server:
+        yield server
+
+
+def entries(container: str, start: int, n: int, size: int = 100) -> list[Entry]:
+    labels = (("container", container), ("service", "api"))
+    now = time.time_ns()
+    return [
+        (now + i, f"{container} {start + i:06d} " + "x" * size, None, labels, (now + i, 1), size + 64) for i in range(n)
+    ]
+
+
+@pytest.fixture
+def clients() -> Iterator[list[LokiClient]]:
+    made: list[LokiClient] = []
+    yield made
+    for client in made:
+        client.close()
+
+
+def sender_for(
+    loki: LokiServer, tmp_path: Path, budget: int, containers: list[str], clients: list[LokiClient]
+) -> tuple[LokiSender, Lanes, Checkpoint]:
+    checkpoint = Checkpoint(tmp_path / "checkpoint.json")
+    for name in containers:
+        checkpoint.follow(ContainerInfo(name, name, "api", "p", False, True, {}), 0)
+    lanes = Lanes(budget)
+    telemetry = Telemetry(CollectorRegistry())
+    config = LokiConfig(url=loki.url, batch_wait_secs=0.1, min_backoff_secs=0.1, max_backoff_secs=0.5, timeout_secs=2)
+    client = LokiClient(config)
+    clients.append(client)
+    sender = LokiSender(client, lanes, checkpoint, config, telemetry)
+    spool = Spool(tmp_path / "spool", max_bytes=64 * MiB, segment_bytes=MiB, fsync=False)
+    sender.overflow = Overflow(spool, "block", telemetry)
+    return sender, lanes, checkpoint
+
+
+def pushes(loki: LokiServer) -> int:
+    return sum(1 for r in loki.pushes() if r.entries)
+
+
+def test_stopping_during_the_read_back_keeps_the_intent_and_sends_nothing_again(
+    loki: LokiServer, tmp_path: Path, clients: list[LokiClient]
+) -> None:
+    sender, lanes, checkpoint = sender_for(loki, tmp_path, 64 * MiB, ["a"], clients)
+    loki.fail_queries(60)
+    loki.accept_then_drop(1)
+    lanes.put(("a", "stdout"), "a", entries("a", 0, 5), 5 * 164)
+    sender.start()
+    assert wait_until(lambda: len(loki.fault_replies) == 1, 10)
+    time.sleep(1.5)  # the sender keeps asking Loki, in vain
+    sender.stop(5.0)
+    assert pushes(loki) == 1, "the push whose fate is unknown was sent again"
+    assert len(loki.lines()) == 5
+    assert len(checkpoint.intents()) == 1, "the next start must read the push back"
+    assert checkpoint.position("a", "stdout") is None
+    assert sender.overflow is not None and sender.overflow.spool.records == 0
+
+
+def test_full_lanes_during_the_read_back_spill_instead_of_stalling(
+    loki: LokiServer, tmp_path: Path, clients: list[LokiClient]
+) -> None:
+    sender, lanes, _ = sender_for(loki, tmp_path, MiB, ["a", "b", "c"], clients)
+    loki.fail_queries(60)
+    loki.accept_then_drop(2)
+    sender.start()
+    try:
+        # Two pushes in flight, both stored and unanswered: both workers are reading Loki back.
+        lanes.put(("a", "stdout"), "a", entries("a", 0, 1), 164)
+        assert wait_until(lambda: len(loki.fault_replies) == 1, 10)
+        lanes.put(("b", "stdout"), "b", entries("b", 0, 1), 164)
+        assert wait_until(lambda: len(loki.fault_replies) == 2, 10)
+        loki.fail(503, seconds=60)  # and Loki now refuses pushes too
+        fed = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and fed < 3000:
+            assert lanes.put(("c", "stdout"), "c", entries("c", fed, 100), 100 * 164)
+            fed += 100
+        assert fed == 3000, "the readers were blocked: nothing was spilled"
+        assert sender.overflow is not None and sender.overflow.spool.records > 0
+    finally:
+        sender.stop(3.0)
