@@ -51,6 +51,9 @@ EXIT_UNAVAILABLE = 69
 RESTART_ONLY = (
     "sink",
     "docker.host",
+    "docker.max_line_bytes",
+    "docker.api_timeout_secs",
+    "docker.read_coalesce_secs",
     "loki.url",
     "loki.tenant",
     "loki.username",
@@ -86,7 +89,9 @@ class Daemon:
         self._config_path = config_path
         self._env = env
         self._stdout = stdout
-        self._control: queue.Queue[tuple[str, str]] = queue.Queue()
+        # SimpleQueue: its put is safe from a signal handler that interrupts a get on the same thread.
+        self._control: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._stop_requested_at: float | None = None
         self._stopping = False
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the exposition and no alert uses them
         self.registry = CollectorRegistry()
@@ -206,7 +211,9 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self._stopping = True
-        deadline = time.monotonic() + self.config.pipeline.shutdown_timeout_secs
+        # Docker's grace period started with the signal, not with this call (a reload may have run meanwhile).
+        started = self._stop_requested_at if self._stop_requested_at is not None else time.monotonic()
+        deadline = started + self.config.pipeline.shutdown_timeout_secs
         if self._watcher is not None:
             self._watcher.stop()
         self.source.stop(min(1.5, _left(deadline)))
@@ -239,11 +246,11 @@ class Daemon:
             self.telemetry.reloaded(False)
             return
         new = self._keep_restart_only(new)
-        self.metrics.reconfigure(new.metrics)
         if not self.runner.swap(self._build_pipeline(new)):
             log.error("reload timed out waiting for the pipeline; keeping the running one")
             self.telemetry.reloaded(False)
             return
+        self.metrics.reconfigure(new.metrics)
         self.source.reconfigure(new.docker)
         if isinstance(self.sink, LokiSender):
             self.sink.reconfigure(new.loki)
@@ -315,6 +322,7 @@ class Daemon:
             os._exit(128 + signum)  # second signal: the operator wants out now; the checkpoint is consistent
         else:
             self._stopping = True
+            self._stop_requested_at = time.monotonic()
             self._control.put(("stop", signal.Signals(signum).name))
 
 

@@ -269,10 +269,15 @@ class PipelineRunner:
         self._thread.start()
 
     def swap(self, pipeline: Pipeline, timeout: float = 5.0) -> bool:
-        """Replace the pipeline between two chunks; True once the new one is in use."""
+        """Replace the pipeline between two chunks; True once the new one is in use, False (and withdrawn) when
+        the pipeline thread did not take it within `timeout`."""
         with self._swap_lock:
             self._next = pipeline
-            return self._swapped.wait_for(lambda: self._next is None, timeout)
+            if self._swapped.wait_for(lambda: self._next is None, timeout):
+                return True
+            if self._next is pipeline:
+                self._next = None
+            return False
 
     def stop(self, timeout: float) -> None:
         """Process what is queued, close open records, and end the thread (within `timeout`)."""

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from logpipe.config import Config
 from logpipe.configload import env_settings
+from logpipe.daemon import RESTART_ONLY
 from logpipe.telemetry import Telemetry
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -53,3 +54,13 @@ def test_readme_names_the_ci_test_command() -> None:
     block = re.search(r"<!-- ci:test-command -->\n```bash\n(.+)\n```\n<!-- /ci:test-command -->", README)
     assert block is not None
     assert block.group(1).startswith("python -m pytest")
+
+
+def test_restart_only_settings_are_marked() -> None:
+    def restart_only(name: str) -> bool:
+        return name in RESTART_ONLY or name.split(".", maxsplit=1)[0] in RESTART_ONLY
+
+    for row in (line for line in README.splitlines() if line.startswith("| `") and "LOGPIPE_" in line):
+        names = re.findall(r"`([a-z_]+\.[a-z_.]+|sink)`", row.split("|")[1])
+        assert names, row
+        assert ("(restart)" in row) == any(restart_only(n) for n in names), row
