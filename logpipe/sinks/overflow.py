@@ -56,6 +56,7 @@ class Overflow:
         self._blocked_until = 0.0
         self._last_warning = 0.0
         self.replaying: SpoolId | None = None
+        self._dropped_through: SpoolId | None = None  # the last record drop_oldest removed
         self.retry_at = 0.0
         self.failures = 0
 
@@ -97,16 +98,19 @@ class Overflow:
         return rid, unpack(payload)
 
     def delivered(self, rid: SpoolId) -> None:
-        try:
-            self.spool.ack(rid)
-        except (SpoolError, ValueError) as exc:
-            self._warn(f"cannot record a replayed batch as done: {exc}")
-        self.replaying = None
+        if self._dropped_through is None or rid > self._dropped_through:  # else drop_oldest removed it meanwhile
+            try:
+                self.spool.ack(rid)
+            except (SpoolError, ValueError) as exc:
+                self._warn(f"cannot record a replayed batch as done: {exc}")
+        if self.replaying == rid:
+            self.replaying = None
         self.failures = 0
         self.retry_at = 0.0
 
-    def failed(self, delay_secs: float) -> None:
-        self.replaying = None
+    def failed(self, rid: SpoolId, delay_secs: float) -> None:
+        if self.replaying == rid:
+            self.replaying = None
         self.failures += 1
         self.retry_at = time.monotonic() + delay_secs
 
@@ -127,8 +131,10 @@ class Overflow:
             entries += count(found[1])
             cursor = found[0]
         records, _ = self.spool.drop_oldest()
-        if self.replaying is not None and self.replaying[0] == segment:
-            self.replaying = None
+        # A replay of a dropped record may still be in flight: `replaying` stays set until it ends, so the next
+        # record is not handed out twice meanwhile; its ack is then skipped.
+        if cursor is not None:
+            self._dropped_through = cursor
         self._telemetry.entries_dropped("spool_full", entries)
         return records > 0
 

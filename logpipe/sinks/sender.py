@@ -197,35 +197,58 @@ class LokiSender:
     def _replay(self, rid: SpoolId, entries: list[Entry]) -> None:
         assert self.overflow is not None
         try:
-            encoded = self._encode(entries)
-            intent = Intent(new_id(), time.time(), (), encoded.probes, spool_id=rid)
-            result = self._send(encoded, intent)
+            whole = self._encode(entries)
+            encoded: EncodedPush | None = whole  # None once its parts were sent and counted one by one
+            intent = Intent(new_id(), time.time(), (), whole.probes, spool_id=rid)
+            result = self._send(whole, intent)
             if result.outcome == "unresolved":
                 return  # the record stays in the spool and its intent in the checkpoint, for the next start
             if result.outcome == "too_large" and len(entries) > 1:
                 half = len(entries) // 2
-                results = [self._send(self._encode(part), None) for part in (entries[:half], entries[half:])]
-                result = next((r for r in results if r.outcome == "retry"), results[0])
+                # Halves, recursively, as the live lanes do. A retry after a half went through sends that half
+                # again with the record: rare (413, then 429/5xx), and Loki drops exact duplicates.
+                ok = self._replay_part(entries[:half]) and self._replay_part(entries[half:])
+                result = PushResult("ok", 0) if ok else PushResult("retry", 0, message="a part of a split replay")
+                encoded = None
+            elif result.outcome == "too_large":
+                self._telemetry.entries_dropped("too_large", 1)
+                result, encoded = PushResult("ok", 0), None
             if result.outcome == "retry":
                 self._checkpoint.abandon(intent.id)
                 delay = self._delay(result, self.overflow.failures)
                 with self._lanes.cond:
-                    self.overflow.failed(delay)
+                    self.overflow.failed(rid, delay)
                 self._telemetry.entries_retried(len(entries))
                 return
             self.loki_up = True
             with self._lanes.cond:
                 self.overflow.delivered(rid)
             self._checkpoint.advance((), intent.id)
-            self._account(encoded, result)
+            if encoded is not None:
+                self._account(encoded, result)
         except Exception:
             log.exception("replay failed unexpectedly; will retry")
             with self._lanes.cond:
-                self.overflow.failed(self._config.max_backoff_secs)
+                self.overflow.failed(rid, self._config.max_backoff_secs)
         finally:
             with self._lanes.cond:
                 self._replays -= 1
                 self._lanes.cond.notify_all()
+
+    def _replay_part(self, entries: list[Entry]) -> bool:
+        """Send part of a spooled batch that Loki found too large; False when it must be tried again."""
+        encoded = self._encode(entries)
+        result = self._send(encoded, None)
+        if result.outcome == "too_large":
+            if len(entries) == 1:
+                self._telemetry.entries_dropped("too_large", 1)
+                return True
+            half = len(entries) // 2
+            return self._replay_part(entries[:half]) and self._replay_part(entries[half:])
+        if result.outcome == "retry":
+            return False
+        self._account(encoded, result)
+        return True
 
     def _encode(self, entries: list[Entry]) -> EncodedPush:
         config = self._config

@@ -6,6 +6,7 @@ The sender talks HTTP to the strict Loki test server, which stores a push and dr
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +113,23 @@ def test_full_lanes_during_the_read_back_spill_instead_of_stalling(
         assert sender.overflow is not None and sender.overflow.spool.records > 0
     finally:
         sender.stop(3.0)
+
+
+def test_a_spooled_batch_too_large_for_loki_is_replayed_in_parts(tmp_path: Path, clients: list[LokiClient]) -> None:
+    # Loki takes bodies of at most 8 KiB (compressed): the spooled batch must be split, recursively, and an entry
+    # too large on its own is dropped and counted, not retried forever nor acknowledged as sent.
+    with LokiServer(visibility_delay_secs=0.0, max_body_bytes=8 * 1024) as loki:
+        sender, _lanes, _checkpoint = sender_for(loki, tmp_path, 64 * MiB, ["a"], clients)
+        assert sender.overflow is not None
+        now = time.time_ns()
+        labels = (("container", "a"), ("service", "api"))
+        batch = [(now + i, f"a {i:06d} {os.urandom(150).hex()}", None, labels, (now + i, 1), 364) for i in range(200)]
+        huge = (now + 200, "a huge " + os.urandom(20_000).hex(), None, labels, (now + 200, 1), 40_071)
+        assert sender.overflow.spill([*batch, huge])
+        sender.start()
+        try:
+            assert wait_until(lambda: sender.overflow is not None and sender.overflow.spool.records == 0, 20)
+            assert sorted(loki.lines()) == sorted(entry[1] for entry in batch)
+            assert loki.duplicates() == []
+        finally:
+            sender.stop(3.0)
