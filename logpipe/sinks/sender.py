@@ -155,7 +155,8 @@ class LokiSender:
         cutoff = self._stop_at - (SPILL_RESERVE_SECS if self.overflow is not None else 0.0)
         if time.monotonic() < cutoff and (not idle or lanes.sendable_before(cutoff)):
             return ("go", None)
-        if self.overflow is not None and time.monotonic() < self._stop_at and self.overflow.can_spill():
+        # A spill must end (spool fsync, checkpoint write) before the process exits at the deadline.
+        if self.overflow is not None and time.monotonic() < self._stop_at - 0.3 and self.overflow.can_spill():
             rest = lanes.take_failing(self._limits, everything=True)
             if rest is not None:
                 return ("spill", rest)
@@ -192,7 +193,10 @@ class LokiSender:
             else:
                 self._lanes.release(batch)
         if stored:
-            self._checkpoint.advance(advances_of(batch))  # durable in the spool: acknowledged
+            # Durable in the spool: acknowledged, and written at once. Until the checkpoint says so, a crash
+            # would both replay the record and read its lines from Docker again.
+            self._checkpoint.advance(advances_of(batch))
+            self._checkpoint.flush()
 
     def _replay(self, rid: SpoolId, entries: list[Entry]) -> None:
         assert self.overflow is not None
