@@ -165,7 +165,9 @@ class DockerSource:
         engine = self._engine
         if engine is not None:
             try:
-                self._reconcile(engine)
+                # Only additions here: this runs beside the events thread, and a container it starts following
+                # after our list was taken must not be forgotten. Destroys are the events thread's to handle.
+                self._reconcile(engine, forget_missing=False)
             except DockerUnavailable as exc:
                 log.warning("reconcile after reload failed", extra={"error": str(exc)})
 
@@ -232,7 +234,7 @@ class DockerSource:
                 with contextlib.suppress(ContainerGone):
                     follower.info = engine.inspect(cid)
 
-    def _reconcile(self, engine: DockerEngine) -> None:
+    def _reconcile(self, engine: DockerEngine, forget_missing: bool = True) -> None:
         existing: set[str] = set()
         lookback_start = self._clock() - self._config.initial_lookback_secs
         for cid in engine.container_ids():
@@ -249,9 +251,10 @@ class DockerSource:
                 self._follow(engine, info)
             elif follower is None and info.finished_ns / 1e9 >= lookback_start:
                 self._follow(engine, info)  # exited before we looked: read what it printed
-        for cid in list(self._cursors.known()):
-            if cid not in existing:
-                self._forget(cid)
+        if forget_missing:
+            for cid in list(self._cursors.known()):
+                if cid not in existing:
+                    self._forget(cid)
 
     def _follow(self, engine: DockerEngine, info: ContainerInfo) -> None:
         with self._lock:
