@@ -21,9 +21,10 @@ from typing import Any
 from logpipe.checkpoint import Advance, Checkpoint, Intent
 from logpipe.config import LokiConfig
 from logpipe.sinks.lanes import Batch, BatchLimits, Entry, Lanes, new_id
-from logpipe.sinks.loki import LokiClient, LokiUnavailable, PushResult
+from logpipe.sinks.loki import LokiClient, PushResult
 from logpipe.sinks.overflow import Overflow
-from logpipe.sinks.push import EncodedPush, encode, line_hash, selector
+from logpipe.sinks.push import EncodedPush, encode
+from logpipe.sinks.readback import ReadBack
 from logpipe.sinks.spool import SpoolId
 from logpipe.telemetry import Telemetry
 
@@ -77,6 +78,7 @@ class LokiSender:
         self._stop_at: float | None = None
         self._last_log: dict[str, float] = {}
         self.loki_up = False
+        self._readback = ReadBack(client, config.timeout_secs, lambda: self._stop_at is not None, lanes.over_budget_now)
 
     def reconfigure(self, config: LokiConfig) -> None:
         """Batching and age settings apply to the next batch; connection settings need a restart."""
@@ -277,7 +279,7 @@ class LokiSender:
             # The connection broke after Loki had the request: ask Loki before sending it again.
             # While Loki cannot be asked it cannot take the push again either: wait for it, unless logpipe is
             # stopping (the intent stays for the next start) or the lanes are full (re-send, so they can spill).
-            verdict = self._read_back(intent, None, settle_secs=2.0)
+            verdict = self._readback.ask(intent, None, settle_secs=2.0)
             self._telemetry.readback(verdict)
             if verdict == "delivered":
                 return PushResult("ok", 0, message="confirmed by reading Loki back")
@@ -361,7 +363,7 @@ class LokiSender:
     def resolve(self, max_wait_secs: float, settle_secs: float = 2.0) -> None:
         """Decide, by reading Loki back, whether each push in flight at the last exit arrived."""
         for intent in self._checkpoint.intents():
-            result = self._read_back(intent, max_wait_secs, settle_secs)
+            result = self._readback.ask(intent, max_wait_secs, settle_secs)
             self._telemetry.readback(result)
             log.info("resolved a push in flight at the last exit", extra={"push": intent.id, "result": result})
             if result == "delivered":
@@ -371,48 +373,3 @@ class LokiSender:
             else:
                 self._checkpoint.abandon(intent.id)  # its lines are read again from Docker
         self._checkpoint.flush()
-
-    def _read_back(self, intent: Intent, max_wait_secs: float | None, settle_secs: float) -> str:
-        """ "delivered", "not_delivered", "stopping" or "unresolved".
-
-        With `max_wait_secs` (at startup), "unresolved" when Loki could not be asked in that time. Without (a push
-        whose answer was lost), Loki is asked until it answers, unless logpipe begins stopping ("stopping") or
-        the lanes fill up ("unresolved": the push is sent again so that its lanes can spill to the spool). Also
-        "unresolved" at once when Loki refuses queries. A push is looked for until it cannot still arrive: its
-        start plus the request timeout (Loki may still be working on it) plus `settle_secs` (Loki shows an entry
-        to queries about a second after storing it).
-        """
-        if not intent.probes:
-            return "not_delivered"
-        horizon = intent.started_at + self._config.timeout_secs + settle_secs
-        give_up = time.monotonic() + max_wait_secs if max_wait_secs is not None else None
-        backoff = 0.5
-        while True:
-            try:
-                if any(self._probe_found(p.labels, p.ts_ns, p.line_hash) for p in intent.probes):
-                    return "delivered"
-                if time.time() >= horizon:
-                    return "not_delivered"
-                time.sleep(min(1.0, max(horizon - time.time(), 0.05)))
-            except LokiUnavailable as exc:
-                if give_up is None and self._stop_at is not None:
-                    return "stopping"
-                out_of_time = give_up is not None and time.monotonic() + backoff > give_up
-                if exc.permanent or out_of_time or (give_up is None and self._lanes.over_budget_now()):
-                    log.error("cannot read Loki back; sending the push again", extra={"error": str(exc)})
-                    return "unresolved"
-                self._log_rarely(
-                    "readback", "Loki cannot be asked whether it stored a push; asking again", error=str(exc)
-                )
-                self._stopping_wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    def _stopping_wait(self, secs: float) -> None:
-        """Sleep up to `secs`, waking early when the sender begins stopping."""
-        deadline = time.monotonic() + secs
-        while time.monotonic() < deadline and self._stop_at is None:
-            time.sleep(min(0.1, deadline - time.monotonic()))
-
-    def _probe_found(self, labels: dict[str, str], ts_ns: int, wanted: str) -> bool:
-        found = self._client.query_range(selector(labels), ts_ns, ts_ns + 1, limit=1000)
-        return any(ts == ts_ns and line_hash(line) == wanted for ts, line in found)
