@@ -313,8 +313,13 @@ class PipelineRunner:
 
     def _maybe_swap(self) -> None:
         with self._swap_lock:
+            if self._next is None:
+                return
+        # Outside the lock: closing open records may wait on full lanes, and `swap` must still be able to time
+        # out and withdraw meanwhile.
+        self.pipeline.flush_all()
+        with self._swap_lock:
             if self._next is not None:
-                self.pipeline.flush_all()
                 self.pipeline = self._next
                 self._next = None
                 self._swapped.notify_all()

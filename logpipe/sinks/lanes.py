@@ -255,6 +255,14 @@ class Lanes:
             lane.transient = transient
         self._release()
 
+    def suspend(self) -> None:
+        """A batch in flight waits for something other than a push (a read-back): its lanes stay in flight, but it
+        stops counting against the pushes allowed at once until `resume`."""
+        self._release()
+
+    def resume(self) -> None:
+        self._inflight_batches += 1
+
     def park(self, batch: Batch) -> None:
         """Stopping with the batch's fate unknown (its push may be stored): it stays in flight, so it is neither
         sent again nor spilled, and its intent stays in the checkpoint for the next start to read back."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 import time
 import zlib
 from typing import Any
@@ -56,6 +57,8 @@ class Overflow:
         self._blocked_until = 0.0
         self._last_warning = 0.0
         self.replaying: SpoolId | None = None
+        # Serialises acks with drop_oldest, which reads the head segment and then drops it.
+        self._head_lock = threading.Lock()
         self._dropped_through: SpoolId | None = None  # the last record drop_oldest removed
         self.retry_at = 0.0
         self.failures = 0
@@ -98,11 +101,12 @@ class Overflow:
         return rid, unpack(payload)
 
     def delivered(self, rid: SpoolId) -> None:
-        if self._dropped_through is None or rid > self._dropped_through:  # else drop_oldest removed it meanwhile
-            try:
-                self.spool.ack(rid)
-            except (SpoolError, ValueError) as exc:
-                self._warn(f"cannot record a replayed batch as done: {exc}")
+        with self._head_lock:
+            if self._dropped_through is None or rid > self._dropped_through:  # else drop_oldest removed it
+                try:
+                    self.spool.ack(rid)
+                except (SpoolError, ValueError) as exc:
+                    self._warn(f"cannot record a replayed batch as done: {exc}")
         if self.replaying == rid:
             self.replaying = None
         self.failures = 0
@@ -116,11 +120,16 @@ class Overflow:
 
     def resolved(self, rid: SpoolId) -> None:
         """A replay found delivered by reading Loki back after a restart."""
-        found = self.spool.next_after(None)
-        if found is not None and found[0] == rid:
-            self.spool.ack(rid)
+        with self._head_lock:
+            found = self.spool.next_after(None)
+            if found is not None and found[0] == rid:
+                self.spool.ack(rid)
 
     def _drop_oldest(self) -> bool:
+        with self._head_lock:
+            return self._drop_head_segment()
+
+    def _drop_head_segment(self) -> bool:
         first = self.spool.next_after(None)
         if first is None:
             return False

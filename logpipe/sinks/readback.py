@@ -34,13 +34,14 @@ class ReadBack:
         self._lanes_full = lanes_full
         self._last_warning = 0.0
 
-    def ask(self, intent: Intent, max_wait_secs: float | None, settle_secs: float) -> str:
+    def ask(self, intent: Intent, max_wait_secs: float | None, settle_secs: float, give_way: bool = True) -> str:
         """ "delivered", "not_delivered", "stopping" or "unresolved".
 
         With `max_wait_secs` (at startup), "unresolved" when Loki could not be asked in that time. Without (a push
         whose answer was lost), Loki is asked until it answers, unless logpipe begins stopping ("stopping") or
         the lanes fill up ("unresolved": the push is sent again so that its lanes can spill to the spool). Also
-        "unresolved" at once when Loki refuses queries.
+        "unresolved" at once when Loki refuses queries. `give_way=False` (a spool replay: re-sending it frees no
+        lane memory) keeps asking when the lanes are full.
         """
         if not intent.probes:
             return "not_delivered"
@@ -48,6 +49,8 @@ class ReadBack:
         give_up = time.monotonic() + max_wait_secs if max_wait_secs is not None else None
         backoff = 0.5
         while True:
+            if give_up is None and self._stopping():
+                return "stopping"
             try:
                 if any(self._found(p.labels, p.ts_ns, p.line_hash) for p in intent.probes):
                     return "delivered"
@@ -58,7 +61,7 @@ class ReadBack:
                 if give_up is None and self._stopping():
                     return "stopping"
                 out_of_time = give_up is not None and time.monotonic() + backoff > give_up
-                if exc.permanent or out_of_time or (give_up is None and self._lanes_full()):
+                if exc.permanent or out_of_time or (give_up is None and give_way and self._lanes_full()):
                     log.error("cannot read Loki back; sending the push again", extra={"error": str(exc)})
                     return "unresolved"
                 self._warn_rarely(str(exc))

@@ -72,7 +72,8 @@ class LokiSender:
         self._wall_ns = wall_ns
         self._config = config
         self._limits = limits_of(config)
-        self._pool = ThreadPoolExecutor(config.max_concurrent_pushes, thread_name_prefix="push")
+        # Twice the pushes: a worker waiting to read Loki back gives its push slot to other lanes meanwhile.
+        self._pool = ThreadPoolExecutor(2 * config.max_concurrent_pushes, thread_name_prefix="push")
         self._thread: threading.Thread | None = None
         self._flush = False
         self._stop_at: float | None = None
@@ -210,6 +211,9 @@ class LokiSender:
             if result.outcome == "unresolved":
                 return  # the record stays in the spool and its intent in the checkpoint, for the next start
             if result.outcome == "too_large" and len(entries) > 1:
+                # Not delivered as a whole: forget the intent first, or a crash after the first part would let the
+                # next start find that part, call the record delivered and lose the rest.
+                self._checkpoint.abandon(intent.id)
                 half = len(entries) // 2
                 # Halves, recursively, as the live lanes do. A retry after a half went through sends that half
                 # again with the record: rare (413, then 429/5xx), and Loki drops exact duplicates.
@@ -279,7 +283,16 @@ class LokiSender:
             # The connection broke after Loki had the request: ask Loki before sending it again.
             # While Loki cannot be asked it cannot take the push again either: wait for it, unless logpipe is
             # stopping (the intent stays for the next start) or the lanes are full (re-send, so they can spill).
-            verdict = self._readback.ask(intent, None, settle_secs=2.0)
+            live = intent.spool_id is None
+            if live:
+                with self._lanes.cond:
+                    self._lanes.suspend()  # its push slot goes to other lanes while Loki is being asked
+            try:
+                verdict = self._readback.ask(intent, None, settle_secs=2.0, give_way=live)
+            finally:
+                if live:
+                    with self._lanes.cond:
+                        self._lanes.resume()
             self._telemetry.readback(verdict)
             if verdict == "delivered":
                 return PushResult("ok", 0, message="confirmed by reading Loki back")

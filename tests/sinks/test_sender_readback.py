@@ -6,18 +6,21 @@ The sender talks HTTP to the strict Loki test server, which stores a push and dr
 
 from __future__ import annotations
 
+import gzip
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
 from logpipe.checkpoint import Checkpoint
 from logpipe.config import LokiConfig
 from logpipe.sinks.lanes import Entry, Lanes
-from logpipe.sinks.loki import LokiClient
+from logpipe.sinks.loki import LokiClient, PushResult
 from logpipe.sinks.overflow import Overflow
 from logpipe.sinks.sender import LokiSender
 from logpipe.sinks.spool import Spool
@@ -133,3 +136,84 @@ def test_a_spooled_batch_too_large_for_loki_is_replayed_in_parts(tmp_path: Path,
             assert loki.duplicates() == []
         finally:
             sender.stop(3.0)
+
+
+class _SplitThenDie:
+    """Loki at the HTTP boundary: 413 for more than 10 entries, stores the first half, then the process 'dies'
+    (the second half's push never returns)."""
+
+    def __init__(self) -> None:
+        self.stored: list[tuple[tuple[tuple[str, str], ...], int, str]] = []
+        self.calls = 0
+        self.hang = threading.Event()
+
+    def push(self, body: bytes) -> PushResult:
+        data = orjson.loads(gzip.decompress(body))
+        self.calls += 1
+        if sum(len(s["values"]) for s in data["streams"]) > 10:
+            return PushResult("too_large", 413)
+        if self.calls == 3:
+            self.hang.wait(5)
+            return PushResult("retry", 0)
+        for s in data["streams"]:
+            for ts, line, *_ in s["values"]:
+                self.stored.append((tuple(sorted(s["stream"].items())), int(ts), line))
+        return PushResult("ok", 204)
+
+    def query_range(self, query: str, start: int, end: int, limit: int = 100) -> list[tuple[int, str]]:
+        return [
+            (ts, line)
+            for labels, ts, line in self.stored
+            if start <= ts < end and all(f'{k}="{v}"' in query for k, v in labels)
+        ]
+
+
+def test_a_crash_between_the_parts_of_a_split_replay_loses_nothing(tmp_path: Path) -> None:
+    now = time.time_ns()
+
+    def batch(container: str) -> list[Entry]:
+        labels = (("container", container),)
+        return [(now + i, f"{container} {i}", None, labels, (now + i, 1), 70) for i in range(10)]
+
+    telemetry = Telemetry(CollectorRegistry())
+    config = LokiConfig(url="http://loki", timeout_secs=1)
+    spool = Spool(tmp_path / "spool", max_bytes=16 * MiB, segment_bytes=MiB, fsync=False)
+    assert Overflow(spool, "block", telemetry).spill(batch("a") + batch("b"))
+    loki = _SplitThenDie()
+    checkpoint = Checkpoint(tmp_path / "checkpoint.json")
+    sender = LokiSender(loki, Lanes(16 * MiB), checkpoint, config, telemetry, Overflow(spool, "block", telemetry))  # type: ignore[arg-type]
+    sender.start()
+    assert wait_until(lambda: loki.calls == 3, 5)  # 413, first half stored, second half in flight: 'crash' now
+    checkpoint.flush()
+    spool.close()
+    try:
+        # The next start: resolve what was in flight, then the spool must still hold the record.
+        reopened = Spool(tmp_path / "spool", max_bytes=16 * MiB, segment_bytes=MiB, fsync=False)
+        again = Checkpoint(tmp_path / "checkpoint.json")
+        again.load()
+        restarted = LokiSender(loki, Lanes(16 * MiB), again, config, telemetry, Overflow(reopened, "block", telemetry))  # type: ignore[arg-type]
+        restarted.resolve(1.0, settle_secs=0)
+        assert reopened.records == 1, "the record was acknowledged while half of it never reached Loki"
+    finally:
+        loki.hang.set()
+        sender.stop(1.0)
+
+
+def test_other_streams_keep_flowing_while_pushes_wait_to_be_read_back(
+    loki: LokiServer, tmp_path: Path, clients: list[LokiClient]
+) -> None:
+    # Loki stores pushes but cannot answer queries: two pushes whose answers were lost wait to be read back, and
+    # must not hold the push slots (max_concurrent_pushes=2) from the other streams meanwhile.
+    sender, lanes, _ = sender_for(loki, tmp_path, 64 * MiB, ["a", "b", "c"], clients)
+    loki.fail_queries(60)
+    loki.accept_then_drop(2)
+    sender.start()
+    try:
+        lanes.put(("a", "stdout"), "a", entries("a", 0, 1), 164)
+        assert wait_until(lambda: len(loki.fault_replies) == 1, 10)
+        lanes.put(("b", "stdout"), "b", entries("b", 0, 1), 164)
+        assert wait_until(lambda: len(loki.fault_replies) == 2, 10)
+        lanes.put(("c", "stdout"), "c", entries("c", 0, 50), 50 * 164)
+        assert wait_until(lambda: len(loki.lines(container="c")) == 50, 5), "stream c waited behind the read-backs"
+    finally:
+        sender.stop(3.0)
