@@ -132,27 +132,7 @@ class Lanes:
         ):
             return None
         ready.sort(key=lambda lane: lane.enqueued_at)
-        parts: list[tuple[Lane, int]] = []
-        taken: list[Entry] = []
-        size = 0
-        for lane in ready:
-            limit = lane.split or limits.max_entries
-            n = 0
-            for entry in lane.entries:
-                if n >= limit or len(taken) >= limits.max_entries or (taken and size + entry[5] > limits.max_bytes):
-                    break
-                taken.append(entry)
-                size += entry[5]
-                n += 1
-            if n:
-                lane.inflight = n
-                parts.append((lane, n))
-            if len(taken) >= limits.max_entries or size >= limits.max_bytes:
-                break
-        if not parts:
-            return None
-        self._inflight_batches += 1
-        return Batch(next(_ids), parts, taken, size)
+        return self._cut(ready, limits, split_aware=True)
 
     def next_due_in(self, limits: BatchLimits) -> float | None:
         """Seconds until `take` could return a batch without new input; None when nothing waits."""
@@ -180,13 +160,19 @@ class Lanes:
         if not failing:
             return None
         failing.sort(key=lambda lane: lane.enqueued_at)
+        return self._cut(failing, limits, split_aware=False)
+
+    def _cut(self, lanes: list[Lane], limits: BatchLimits, split_aware: bool) -> Batch | None:
+        """One batch from the heads of `lanes` (oldest first) within the limits; its lanes are then in flight.
+        `split_aware`: a lane that Loki found too large sends at most its `split` entries."""
         parts: list[tuple[Lane, int]] = []
         taken: list[Entry] = []
         size = 0
-        for lane in failing:
+        for lane in lanes:
+            limit = (lane.split or limits.max_entries) if split_aware else limits.max_entries
             n = 0
             for entry in lane.entries:
-                if taken and (size + entry[5] > limits.max_bytes or len(taken) >= limits.max_entries):
+                if n >= limit or len(taken) >= limits.max_entries or (taken and size + entry[5] > limits.max_bytes):
                     break
                 taken.append(entry)
                 size += entry[5]
@@ -194,8 +180,10 @@ class Lanes:
             if n:
                 lane.inflight = n
                 parts.append((lane, n))
-            if size >= limits.max_bytes or len(taken) >= limits.max_entries:
+            if len(taken) >= limits.max_entries or size >= limits.max_bytes:
                 break
+        if not parts:
+            return None
         self._inflight_batches += 1
         return Batch(next(_ids), parts, taken, size)
 
