@@ -20,7 +20,7 @@ import docker
 
 from bench.corpus import dify_corpus
 from tests.dockerkit import Containers, client_or_none, ensure_image
-from tests.logpipeproc import LogpipeProcess
+from tests.logpipeproc import LogpipeProcess, peak_rss_mib
 from tests.support.lokiserver import LokiServer
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -29,13 +29,6 @@ _TICK = os.sysconf("SC_CLK_TCK")
 def cpu_secs(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def write_corpus(directory: Path, lines: int, per_part: int) -> int:

@@ -23,6 +23,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
 class LogpipeProcess:
     """`python -m logpipe run` with a private state dir and metrics port; stderr goes to a file."""
 
@@ -115,6 +123,10 @@ class LogpipeProcess:
     def metric(self, name: str, **labels: str) -> float:
         key = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         return self.metrics().get(f"{name}{{{key}}}" if key else name, 0.0)
+
+    def peak_rss_mib(self) -> float:
+        assert self.proc is not None
+        return peak_rss_mib(self.proc.pid)
 
     def log_text(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("logpipe-*.log")))

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -44,14 +44,6 @@ def report(name: str, loki: LokiServer, expected: Counter[str], got: Counter[str
     )
     assert loss == 0, f"{loss} lines lost"
     assert extra == 0, f"{extra} lines duplicated"
-
-
-def peak_rss_mib(proc: LogpipeProcess) -> float:
-    assert proc.proc is not None
-    for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def test_loki_down_30s_at_5000_lines_per_second(
@@ -93,7 +85,7 @@ def test_loki_down_30s_at_5000_lines_per_second(
             Counter(loki.lines(container=name)),
             spooled=int(spooled),
             recovery_secs=round(recovered, 1),
-            peak_rss_mib=round(peak_rss_mib(proc), 1),
+            peak_rss_mib=round(proc.peak_rss_mib(), 1),
         )
     finally:
         proc.stop()
@@ -187,22 +179,31 @@ def test_sigkill_during_spool_replay(
     proc.stop()
 
 
-def test_ambiguous_connection_drop_is_not_resent(
-    tmp_path: Path, loki: LokiServer, containers: Containers, docker_client: docker.DockerClient
+def _stored_but_unanswered(
+    title: str,
+    tmp_path: Path,
+    loki: LokiServer,
+    containers: Containers,
+    docker_client: docker.DockerClient,
+    lines: int,
+    fault: Callable[[], None],
+    env: dict[str, str] | None = None,
 ) -> None:
-    proc = LogpipeProcess(tmp_path, loki.url, containers.project)
-    write_parts(tmp_path / "data", "drop", lines=3000, per_part=300)
+    """Ship `lines`, inject `fault` once the first lines arrived, and check every line arrived exactly once with
+    at least one push confirmed by reading Loki back."""
+    proc = LogpipeProcess(tmp_path, loki.url, containers.project, env=env)
+    write_parts(tmp_path / "data", "unanswered", lines=lines, per_part=lines // 10)
     proc.start()
     name = f"{containers.project}-api-1"
     box = containers.run("api", replay_command(0.2), volumes=mount(tmp_path / "data"))
     assert wait_until(lambda: len(loki.lines(container=name)) > 0, 20)
-    loki.accept_then_drop(2)  # Loki stores the push, the answer never arrives
+    fault()
     box.wait(timeout=60)
     expected = Counter(docker_lines(docker_client, box.id))
     assert wait_until(lambda: len(loki.lines(container=name)) >= sum(expected.values()), 60)
     time.sleep(3)
     report(
-        "stored-then-dropped connection",
+        title,
         loki,
         expected,
         Counter(loki.lines(container=name)),
@@ -210,6 +211,16 @@ def test_ambiguous_connection_drop_is_not_resent(
     )
     assert proc.metric("logpipe_readback_total", result="delivered") >= 1
     proc.stop()
+
+
+def test_ambiguous_connection_drop_is_not_resent(
+    tmp_path: Path, loki: LokiServer, containers: Containers, docker_client: docker.DockerClient
+) -> None:
+    # Loki stores the push, the answer never arrives.
+    _stored_but_unanswered(
+        "stored-then-dropped connection", tmp_path, loki, containers, docker_client, 3000,
+        lambda: loki.accept_then_drop(2),
+    )  # fmt: skip
 
 
 def test_ambiguous_push_while_loki_cannot_be_asked_waits_instead_of_resending(
@@ -217,27 +228,14 @@ def test_ambiguous_push_while_loki_cannot_be_asked_waits_instead_of_resending(
 ) -> None:
     # The read-back at startup may give up after 1 s; a read-back while running must not: re-sending a push
     # that Loki stored, because Loki could not be asked for a while, would duplicate it.
-    proc = LogpipeProcess(tmp_path, loki.url, containers.project, env={"LOGPIPE_LOKI_READBACK_MAX_WAIT_SECS": "1"})
-    write_parts(tmp_path / "data", "unasked", lines=2000, per_part=200)
-    proc.start()
-    name = f"{containers.project}-api-1"
-    box = containers.run("api", replay_command(0.2), volumes=mount(tmp_path / "data"))
-    assert wait_until(lambda: len(loki.lines(container=name)) > 0, 20)
-    loki.fail_queries(8)
-    loki.accept_then_drop(1)  # stored, never answered; and no query succeeds for 8 s
-    box.wait(timeout=60)
-    expected = Counter(docker_lines(docker_client, box.id))
-    assert wait_until(lambda: len(loki.lines(container=name)) >= sum(expected.values()), 60)
-    time.sleep(3)
-    report(
-        "stored-then-dropped while queries fail",
-        loki,
-        expected,
-        Counter(loki.lines(container=name)),
-        confirmed_by_readback=int(proc.metric("logpipe_readback_total", result="delivered")),
-    )
-    assert proc.metric("logpipe_readback_total", result="delivered") >= 1
-    proc.stop()
+    def stored_unanswered_and_unaskable() -> None:
+        loki.fail_queries(8)
+        loki.accept_then_drop(1)
+
+    _stored_but_unanswered(
+        "stored-then-dropped while queries fail", tmp_path, loki, containers, docker_client, 2000,
+        stored_unanswered_and_unaskable, env={"LOGPIPE_LOKI_READBACK_MAX_WAIT_SECS": "1"},
+    )  # fmt: skip
 
 
 def test_disk_full_on_the_state_dir(

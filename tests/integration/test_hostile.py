@@ -44,14 +44,6 @@ def loki() -> Iterator[LokiServer]:
         yield server
 
 
-def peak_rss_mib(proc: LogpipeProcess) -> float:
-    assert proc.proc is not None
-    for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_hostile_lines_have_bounded_counted_outcomes(
     tmp_path: Path, loki: LokiServer, containers: Containers, docker_client: docker.DockerClient
 ) -> None:
@@ -135,7 +127,7 @@ def test_hostile_lines_have_bounded_counted_outcomes(
         assert sum(v for (name, _), v in samples.items() if name == "logpipe_entries_dropped_total") == 0
         assert loki.duplicates() == []
 
-        rss = peak_rss_mib(proc)
+        rss = proc.peak_rss_mib()
         print(
             f"\n[hostile] flood={flood_lines} lines written by the container in {write_secs:.2f}s "
             f"({flood_lines / max(write_secs, 1e-9):,.0f} lines/s), hostile lines=8, peak RSS={rss:.1f} MiB"

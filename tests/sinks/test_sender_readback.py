@@ -71,6 +71,14 @@ def sender_for(
     return sender, lanes, checkpoint
 
 
+def two_pushes_awaiting_read_back(loki: LokiServer, lanes: Lanes) -> None:
+    """Two pushes (streams a and b) stored by Loki and never answered: both wait to be read back."""
+    lanes.put(("a", "stdout"), "a", entries("a", 0, 1), 164)
+    assert wait_until(lambda: len(loki.fault_replies) == 1, 10)
+    lanes.put(("b", "stdout"), "b", entries("b", 0, 1), 164)
+    assert wait_until(lambda: len(loki.fault_replies) == 2, 10)
+
+
 def pushes(loki: LokiServer) -> int:
     return sum(1 for r in loki.pushes() if r.entries)
 
@@ -101,11 +109,7 @@ def test_full_lanes_during_the_read_back_spill_instead_of_stalling(
     loki.accept_then_drop(2)
     sender.start()
     try:
-        # Two pushes in flight, both stored and unanswered: both workers are reading Loki back.
-        lanes.put(("a", "stdout"), "a", entries("a", 0, 1), 164)
-        assert wait_until(lambda: len(loki.fault_replies) == 1, 10)
-        lanes.put(("b", "stdout"), "b", entries("b", 0, 1), 164)
-        assert wait_until(lambda: len(loki.fault_replies) == 2, 10)
+        two_pushes_awaiting_read_back(loki, lanes)
         loki.fail(503, seconds=60)  # and Loki now refuses pushes too
         fed = 0
         deadline = time.monotonic() + 10
@@ -209,10 +213,7 @@ def test_other_streams_keep_flowing_while_pushes_wait_to_be_read_back(
     loki.accept_then_drop(2)
     sender.start()
     try:
-        lanes.put(("a", "stdout"), "a", entries("a", 0, 1), 164)
-        assert wait_until(lambda: len(loki.fault_replies) == 1, 10)
-        lanes.put(("b", "stdout"), "b", entries("b", 0, 1), 164)
-        assert wait_until(lambda: len(loki.fault_replies) == 2, 10)
+        two_pushes_awaiting_read_back(loki, lanes)
         lanes.put(("c", "stdout"), "c", entries("c", 0, 50), 50 * 164)
         assert wait_until(lambda: len(loki.lines(container="c")) == 50, 5), "stream c waited behind the read-backs"
     finally:
