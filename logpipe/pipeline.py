@@ -26,6 +26,7 @@ from logpipe.redact import Redactor
 from logpipe.sinks.lanes import Entry, LabelKey, LaneKey, Lanes
 from logpipe.sources.follower import Chunk
 from logpipe.telemetry import Telemetry
+from logpipe.threads import Threads
 
 log = logging.getLogger("logpipe.pipeline")
 
@@ -35,6 +36,10 @@ _ENTRY_OVERHEAD = 64
 _LINE_OVERHEAD = 150
 #: Bytes kept free at the end of a cut line for its truncation mark, so the marked line stays within the limit.
 _MARK_ROOM = 64
+#: A container stream's parse state (its grouper, its label sets) is dropped after this long without a line and
+#: with no record open: containers come and go, and their state must not pile up. A stream that speaks again just
+#: gets a fresh one, which loses nothing.
+STATE_IDLE_SECS = 300.0
 
 
 def marked(text: str, cut: int) -> str:
@@ -115,6 +120,7 @@ class _LaneState:
     stream: str
     project: str
     labels: dict[str, LabelKey] = field(default_factory=dict)
+    seen: float = 0.0  # monotonic time of the last chunk
 
 
 class Pipeline:
@@ -151,6 +157,7 @@ class Pipeline:
             )
         elif state.container != info.name:
             state.container, state.labels = info.name, {}  # renamed
+        state.seen = now
         records: list[RawRecord] = []
         add = state.grouper.add
         sanitized_utf8 = sanitized_nul = 0
@@ -185,12 +192,23 @@ class Pipeline:
             state.grouper.blanks_skipped = 0
 
     def flush_idle(self, now: float) -> None:
+        """Close records whose lanes went quiet; forget streams idle for `STATE_IDLE_SECS`."""
+        idle: list[LaneKey] = []
         for key, state in self._state.items():
             if state.grouper.pending:
                 record = state.grouper.flush_idle(now)
                 self._count_blanks(state)
                 if record is not None:
                     self._ship(key, state, [record])
+            elif now - state.seen >= STATE_IDLE_SECS:
+                idle.append(key)
+        for key in idle:
+            del self._state[key]
+
+    @property
+    def streams(self) -> int:
+        """Container streams whose parse state is held."""
+        return len(self._state)
 
     def flush_all(self) -> None:
         """Close every open record (reload, shutdown)."""
@@ -253,8 +271,11 @@ class PipelineClosed(Exception):
 class PipelineRunner:
     """The pipeline thread: takes chunks off the queue, closes idle records, swaps pipelines on reload."""
 
-    def __init__(self, queue: ChunkQueue, pipeline: Pipeline, idle_tick_secs: float = 0.1) -> None:
+    def __init__(
+        self, queue: ChunkQueue, pipeline: Pipeline, idle_tick_secs: float = 0.1, threads: Threads | None = None
+    ) -> None:
         self._queue = queue
+        self._threads = threads or Threads(lambda _kind: None)
         self.pipeline = pipeline
         self._tick = idle_tick_secs
         self._next: Pipeline | None = None
@@ -262,11 +283,11 @@ class PipelineRunner:
         self._swap_lock = threading.Lock()
         self._swapped = threading.Condition(self._swap_lock)
         self._thread: threading.Thread | None = None
-        self.failed = threading.Event()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
-        self._thread.start()
+        # A crash here cannot be restarted (a chunk may be half processed): it fails the process, whose container
+        # then restarts from the checkpoint.
+        self._thread = self._threads.start("pipeline", self._run)
 
     def swap(self, pipeline: Pipeline, timeout: float = 5.0) -> bool:
         """Replace the pipeline between two chunks; True once the new one is in use, False (and withdrawn) when
@@ -306,10 +327,6 @@ class PipelineRunner:
                     return
         except PipelineClosed:
             log.warning("pipeline stopped while the sinks were closed")
-        except Exception:
-            # A bug here must end the process (and its container restarts it from the checkpoint), not hang it.
-            log.exception("pipeline thread failed")
-            self.failed.set()
 
     def _maybe_swap(self) -> None:
         with self._swap_lock:

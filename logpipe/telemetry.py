@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from logpipe import __version__
 from logpipe.sources.frames import DecodeStats
+from logpipe.threads import KINDS as THREAD_KINDS
 
 log = logging.getLogger("logpipe")
 
@@ -108,6 +109,11 @@ class Telemetry:
             "logpipe_readback", "Pushes in flight at a crash, resolved by reading Loki back.", ["result"]
         )
         self._state_errors = c("logpipe_state_write_errors", "Failed writes of the checkpoint file.")
+        self._thread_crashes = c(
+            "logpipe_thread_crashes", "Unexpected exceptions that ended a thread's work, by thread.", ["thread"]
+        )
+        for kind in THREAD_KINDS:
+            self._thread_crashes.labels(kind)
         self._push_duration = Histogram(
             "logpipe_loki_push_duration_seconds",
             "Duration of Loki push requests.",
@@ -180,6 +186,9 @@ class Telemetry:
     def state_write_failed(self, error: OSError) -> None:
         self._state_errors.inc()
         log.error("cannot write the checkpoint", extra={"error": str(error)})
+
+    def thread_crashed(self, thread: str) -> None:
+        self._thread_crashes.labels(thread).inc()
 
     # -- control
     def reloaded(self, ok: bool) -> None:

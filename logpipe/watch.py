@@ -14,11 +14,16 @@ from pathlib import Path
 
 import watchfiles
 
+from logpipe.threads import Threads
+
 log = logging.getLogger("logpipe.watch")
 
 
 class ConfigWatcher:
-    def __init__(self, path: Path, changed: Callable[[], None], debounce_ms: int = 300) -> None:
+    def __init__(
+        self, path: Path, changed: Callable[[], None], debounce_ms: int = 300, threads: Threads | None = None
+    ) -> None:
+        self._threads = threads or Threads(lambda _kind: None)
         self._path = path.resolve()
         self._changed = changed
         self._debounce_ms = debounce_ms
@@ -26,8 +31,9 @@ class ConfigWatcher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="config-watch", daemon=True)
-        self._thread.start()
+        self._thread = self._threads.start(
+            "config_watcher", self._run, name="config-watch", restart=True, stop=self._stop
+        )
 
     def stop(self) -> None:
         self._stop.set()

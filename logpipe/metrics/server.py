@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import gzip
 import hmac
 import logging
@@ -21,6 +22,8 @@ from urllib.parse import urlsplit
 import orjson
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
+
+from logpipe.threads import Threads
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,9 @@ class MetricsServer:
         liveness: Callable[[], bool] = lambda: True,
         username: str = "",
         password: str = "",
+        threads: Threads | None = None,
     ) -> None:
+        self._threads = threads
         self._addr = addr
         self._registry = registry
         self._readiness = readiness
@@ -146,10 +151,15 @@ class MetricsServer:
         httpd = server_class((host, port), _Handler)
         httpd.app = self
         self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="metrics-server", daemon=True
-        )
-        self._thread.start()
+        if self._threads is not None:
+            # serve_forever keeps no state between calls: a crash is served again after a backoff.
+            serve = functools.partial(httpd.serve_forever, poll_interval=0.2)
+            self._thread = self._threads.start("metrics_server", serve, name="metrics-server", restart=True)
+        else:
+            self._thread = threading.Thread(
+                target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="metrics-server", daemon=True
+            )
+            self._thread.start()
         log.info("serving metrics", extra={"addr": "{}:{}".format(*self.address), "basic_auth": bool(self._username)})
 
     def stop(self) -> None:

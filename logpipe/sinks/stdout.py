@@ -17,14 +17,22 @@ from logpipe.checkpoint import Checkpoint
 from logpipe.sinks.lanes import BatchLimits, Lanes
 from logpipe.sinks.sender import advances_of
 from logpipe.telemetry import Telemetry
+from logpipe.threads import Threads
 
 
 class StdoutSink:
     """One thread writing JSON lines: {"ts": "<ns>", "labels": {...}, "line": "...", "metadata": {...}}."""
 
     def __init__(
-        self, lanes: Lanes, checkpoint: Checkpoint, telemetry: Telemetry, out: BinaryIO, wait_secs: float = 0.2
+        self,
+        lanes: Lanes,
+        checkpoint: Checkpoint,
+        telemetry: Telemetry,
+        out: BinaryIO,
+        wait_secs: float = 0.2,
+        threads: Threads | None = None,
     ) -> None:
+        self._threads = threads or Threads(lambda _kind: None)
         self._lanes = lanes
         self._checkpoint = checkpoint
         self._telemetry = telemetry
@@ -35,8 +43,9 @@ class StdoutSink:
         self.loki_up = True  # readiness: there is no Loki to wait for
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="stdout-sink", daemon=True)
-        self._thread.start()
+        # A write error (a closed pipe) cannot be retried into success: the crash fails the process, and the lines not
+        # written are read again from Docker after the restart.
+        self._thread = self._threads.start("stdout_sink", self._run, name="stdout-sink")
 
     def stop(self, timeout: float) -> None:
         with self._lanes.cond:
