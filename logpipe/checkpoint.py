@@ -69,6 +69,8 @@ class Checkpoint:
         self.path = path
         self._on_write_error = on_write_error
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._held: dict[str, int] = {}  # container id -> unresolved intents that may advance it
         self._write_lock = threading.Lock()
         self._containers: dict[str, _Container] = {}
         self._intents: dict[int, Intent] = {}
@@ -128,6 +130,36 @@ class Checkpoint:
             if c is not None:
                 c.gone = True
                 self._dirty = True
+
+    def hold(self, intent: Intent) -> None:
+        """The intent is being resolved: the containers it would advance wait (see `settled`)."""
+        with self._lock:
+            for cid in {a[0] for a in intent.advances}:
+                self._held[cid] = self._held.get(cid, 0) + 1
+
+    def release(self, intent: Intent) -> None:
+        """The intent is resolved (or will be at the next start): its containers may be followed."""
+        with self._lock:
+            for cid in {a[0] for a in intent.advances}:
+                left = self._held.get(cid, 0) - 1
+                if left > 0:
+                    self._held[cid] = left
+                else:
+                    self._held.pop(cid, None)
+            self._settled.notify_all()
+
+    def settled(self, container_id: str, stop: threading.Event) -> dict[str, Position] | None:
+        """Wait while an unresolved intent may advance this container, then return its positions; None on `stop`.
+
+        Following a container before then would read lines again that the intent may have delivered.
+        """
+        with self._lock:
+            while container_id in self._held:
+                if stop.is_set():
+                    return None
+                self._settled.wait(0.2)
+            c = self._containers.get(container_id)
+            return {} if c is None else dict(c.pos)
 
     def known(self) -> Iterable[str]:
         with self._lock:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from logpipe.backoff import Backoff
 from logpipe.config import DockerConfig
 from logpipe.event import Position
 from logpipe.sources.engine import ContainerGone, ContainerInfo, DockerEngine, DockerUnavailable, EventStream
@@ -48,6 +49,10 @@ class Cursors(Protocol):
     def destroyed(self, container_id: str) -> None: ...
 
     def known(self) -> Iterable[str]: ...
+
+    def settled(self, container_id: str, stop: threading.Event) -> dict[str, Position] | None:
+        """Block while a push that may carry this container's lines is being resolved; then its positions."""
+        ...
 
 
 class SourceEvents(Protocol):
@@ -83,6 +88,14 @@ class Filter:
         return not any(p.search(info.name) for p in self._exclude)
 
 
+def _log_crash(thread: str, exc: BaseException) -> None:
+    log.error("thread crashed", exc_info=(type(exc), exc, exc.__traceback__), extra={"thread_kind": thread})
+
+
+def _follow_settings(config: DockerConfig) -> FollowSettings:
+    return FollowSettings(config.max_line_bytes, config.read_coalesce_secs, config.reconnect_max_backoff_secs)
+
+
 def own_container_id(proc: Path = Path("/proc/self")) -> str:
     """The id of the container logpipe runs in, or "" outside a container."""
     try:
@@ -111,18 +124,25 @@ class DockerSource:
         emit: Callable[[Chunk], bool],
         events: SourceEvents,
         clock: Callable[[], float] = time.time,
+        crashed: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self._factory = engine_factory
         self._cursors = cursors
         self._events = events
+        self._crashed = crashed or _log_crash
         self._clock = clock
         self._config = config
         self._self_id = config.self_container_id or own_container_id()
         self._filter = Filter(config, self._self_id)
-        self._settings = FollowSettings(
-            config.max_line_bytes, config.read_coalesce_secs, config.reconnect_max_backoff_secs
+        self._settings = _follow_settings(config)
+        self._callbacks = FollowerCallbacks(
+            emit,
+            events.decoded,
+            lambda: events.reconnected("logs"),
+            self._ended,
+            crashed=lambda exc: self._crashed("follower", exc),
+            settled=cursors.settled,
         )
-        self._callbacks = FollowerCallbacks(emit, events.decoded, lambda: events.reconnected("logs"), self._ended)
         self._engine: DockerEngine | None = None
         self._followers: dict[str, Follower] = {}
         self._destroyed: set[str] = set()
@@ -137,8 +157,8 @@ class DockerSource:
         self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float) -> None:
-        """Stop discovery and every follower; waits up to `timeout` seconds in all."""
+    def stop(self, timeout: float) -> bool:
+        """Stop discovery and every follower; waits up to `timeout` seconds in all. True when every thread ended."""
         self._stop.set()
         stream = self._event_stream
         if stream is not None:
@@ -148,18 +168,22 @@ class DockerSource:
         for follower in followers:
             follower.stop()
         deadline = time.monotonic() + timeout
-        for follower in followers:
-            follower.join(max(0.0, deadline - time.monotonic()))
+        ended = [follower.join(max(0.0, deadline - time.monotonic())) for follower in followers]
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
+            ended.append(not self._thread.is_alive())
+        return all(ended)
 
     def reconfigure(self, config: DockerConfig) -> None:
         """Apply new filters: start following newly wanted containers, stop those no longer wanted."""
         self._filter = Filter(config, self._self_id)
         self._config = config
+        # Restart-only settings (line size, coalescing) keep their values: the daemon hands back the old ones.
+        self._settings = _follow_settings(config)
         with self._lock:
             followers = list(self._followers.values())
         for follower in followers:
+            follower.settings = self._settings
             if not self._filter.wants(follower.info):
                 follower.stop()
         engine = self._engine
@@ -176,7 +200,7 @@ class DockerSource:
             return [f.info for f in self._followers.values() if f.alive]
 
     def _run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, self._config.reconnect_max_backoff_secs)
         first = True
         while not self._stop.is_set():
             try:
@@ -192,7 +216,7 @@ class DockerSource:
                 if not first:
                     log.info("docker events stream reconnected")
                 first = False
-                backoff = 0.5
+                backoff.reset()
                 for event in stream:
                     self._on_event(engine, event)
                     if self._stop.is_set():
@@ -200,13 +224,15 @@ class DockerSource:
             except DockerUnavailable as exc:
                 if self._stop.is_set():
                     break
-                log.warning("docker unreachable; retrying", extra={"error": str(exc), "retry_in_secs": backoff})
+                log.warning("docker unreachable; retrying", extra={"error": str(exc)})
+            except Exception as exc:  # a bug: count it, then start over with a full reconciliation
+                self._crashed("events", exc)
             self.connected.clear()
             if self._stop.is_set():
                 break
             self._events.reconnected("events")
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, self._config.reconnect_max_backoff_secs)
+            backoff.max_secs = self._config.reconnect_max_backoff_secs
+            self._stop.wait(backoff.next())
 
     def _on_event(self, engine: DockerEngine, event: dict[str, object]) -> None:
         action = str(event.get("Action") or event.get("status") or "")
@@ -220,7 +246,7 @@ class DockerSource:
             except ContainerGone:
                 return
             if self._filter.wants(info):
-                self._follow(engine, info)
+                self._follow(engine, info, "start event")
         elif action == "destroy":
             with self._lock:
                 follower = self._followers.get(cid)
@@ -248,15 +274,15 @@ class DockerSource:
             with self._lock:
                 follower = self._followers.get(cid)
             if info.running or self._cursors.resume(cid) is not None:
-                self._follow(engine, info)
+                self._follow(engine, info, "reconcile")
             elif follower is None and info.finished_ns / 1e9 >= lookback_start:
-                self._follow(engine, info)  # exited before we looked: read what it printed
+                self._follow(engine, info, "reconcile")  # exited before we looked: read what it printed
         if forget_missing:
             for cid in list(self._cursors.known()):
                 if cid not in existing:
                     self._forget(cid)
 
-    def _follow(self, engine: DockerEngine, info: ContainerInfo) -> None:
+    def _follow(self, engine: DockerEngine, info: ContainerInfo, found_by: str) -> None:
         with self._lock:
             follower = self._followers.get(info.id)
             if follower is None:
@@ -265,10 +291,15 @@ class DockerSource:
                     lookback = self._config.initial_lookback_secs
                     origin = max(0, int((self._clock() - lookback) * 1e9)) if lookback else self._clock_ns()
                     resume = Resume(origin, {})
-                follower = Follower(engine, info, resume.positions, resume.origin_ns, self._settings, self._callbacks)
+                follower = Follower(
+                    engine, info, resume.positions, resume.origin_ns, self._settings, self._callbacks, wait_settled=True
+                )
                 self._followers[info.id] = follower
                 self._cursors.follow(info, resume.origin_ns)
-                log.info("following container", extra={"container": info.name, "service": info.service})
+                log.info(
+                    "following container",
+                    extra={"container": info.name, "service": info.service, "found_by": found_by},
+                )
         follower.wake(info)
 
     def _clock_ns(self) -> int:

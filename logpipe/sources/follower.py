@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from logpipe.backoff import Backoff
 from logpipe.event import Position
 from logpipe.sources.engine import ContainerGone, ContainerInfo, DockerEngine, DockerUnavailable, LogStream
 from logpipe.sources.frames import STREAM_NAMES, ChunkedDecoder, DecodeStats, LogDecoder, StreamFormatError
@@ -58,11 +59,19 @@ class FollowerCallbacks:
     decoded: Callable[[DecodeStats], None]
     reconnected: Callable[[], None]
     ended: Callable[[Follower], None]
-    stopping: threading.Event = field(default_factory=threading.Event)
+    crashed: Callable[[BaseException], None] = lambda _exc: None  # an unexpected error; the follower reopens
+    # Blocks until the container's cursors are settled (a push in flight at the last exit is being read back from
+    # Loki) and returns its resume positions; None when logpipe is stopping meanwhile.
+    settled: Callable[[str, threading.Event], dict[str, Position] | None] = lambda _cid, _stop: {}
 
 
 class Follower:
-    """Follows one container until it stops (and again after `wake`), or until `stop`."""
+    """Follows one container until it stops (and again after `wake`), or until `stop`.
+
+    At most one reader thread per follower exists at any time: `wake` starts one only when none is running, and a
+    thread gives up being the reader (`_alive = False`) in one step under the lock, after which it touches nothing
+    a new reader uses.
+    """
 
     def __init__(
         self,
@@ -72,13 +81,15 @@ class Follower:
         origin_ns: int,
         settings: FollowSettings,
         callbacks: FollowerCallbacks,
+        wait_settled: bool = False,
     ) -> None:
         self.info = info
         self.origin_ns = origin_ns
+        self.settings = settings  # replaced on reload; read at each reconnect
         self._engine = engine
-        self._settings = settings
         self._cb = callbacks
         self._streams = {name: _StreamState(last=resume.get(name)) for name in ("stdout", "stderr")}
+        self._wait_settled = wait_settled
         self._lock = threading.Lock()
         self._alive = False
         self._again = False
@@ -92,7 +103,7 @@ class Follower:
             return self._alive
 
     def wake(self, info: ContainerInfo | None = None) -> None:
-        """Follow now: start the thread, or make a thread that is finishing read once more."""
+        """Follow now: start the reader thread, or make a reader that is finishing read once more."""
         with self._lock:
             if info is not None:
                 self.info = info
@@ -102,8 +113,9 @@ class Follower:
             self._alive = True
             self._again = False
             self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"follow-{self.info.name}", daemon=True)
-        self._thread.start()
+            thread = threading.Thread(target=self._run, name=f"follow-{self.info.name}", daemon=True)
+            self._thread = thread
+        thread.start()
 
     def stop(self) -> None:
         """Ask the thread to end and unblock its read; `join` waits for it."""
@@ -112,10 +124,14 @@ class Follower:
         if stream is not None:
             stream.close()
 
-    def join(self, timeout: float) -> None:
-        thread = self._thread
+    def join(self, timeout: float) -> bool:
+        """Wait for the reader thread; True when no reader is running."""
+        with self._lock:
+            thread = self._thread
         if thread is not None:
             thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
     def since(self) -> str:
         """The `since` to reopen with: the oldest position still needed by either stream."""
@@ -124,12 +140,14 @@ class Follower:
         return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}" if ns else "0"
 
     def _run(self) -> None:
-        backoff = 0.5
         try:
+            if self._wait_settled and not self._settle():
+                return
+            backoff = Backoff(0.5, self.settings.max_backoff_secs)
             while not self._stop.is_set():
                 try:
                     finished = self._follow_once()
-                    backoff = 0.5
+                    backoff.reset()
                 except ContainerGone:
                     return
                 except (DockerUnavailable, StreamFormatError) as exc:
@@ -137,8 +155,11 @@ class Follower:
                         return
                     log.warning("log stream lost; reconnecting", extra={"container": self.info.name, "error": str(exc)})
                     self._cb.reconnected()
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self._settings.max_backoff_secs)
+                    self._pause(backoff)
+                    continue
+                except Exception as exc:  # a bug: say so, then reopen from the last position handed on
+                    self._cb.crashed(exc)
+                    self._pause(backoff)
                     continue
                 if finished:
                     with self._lock:
@@ -147,9 +168,28 @@ class Follower:
                             return
                         self._again = False
         finally:
+            # Give up being the reader in one step: a `wake` after this starts a new reader, and nothing below may
+            # touch what that reader uses.
             with self._lock:
-                self._alive = False
+                ended_here = self._alive and self._thread is threading.current_thread()
+                if ended_here:
+                    self._alive = False
             self._cb.ended(self)
+
+    def _pause(self, backoff: Backoff) -> None:
+        backoff.max_secs = max(self.settings.max_backoff_secs, backoff.min_secs)
+        self._stop.wait(backoff.next())
+
+    def _settle(self) -> bool:
+        """Wait until the checkpoint has settled this container's cursors; take them as the resume points."""
+        positions = self._cb.settled(self.info.id, self._stop)
+        if positions is None:
+            return False
+        for name, state in self._streams.items():
+            if name in positions:
+                state.last = positions[name]
+        self._wait_settled = False
+        return True
 
     def _follow_once(self) -> bool:
         """Read the stream until it ends. True when the container has stopped, False when the stream broke."""
@@ -177,11 +217,11 @@ class Follower:
         stream = self._engine.open_logs(self.info.id, self.since(), follow=follow)
         self._stream = stream
         try:
-            decoder = LogDecoder(self.info.tty, self._settings.max_line_bytes)
+            decoder = LogDecoder(self.info.tty, self.settings.max_line_bytes)
             if self._stop.is_set():
                 return decoder
             dechunk = ChunkedDecoder() if stream.chunked else None
-            coalesce = self._settings.read_coalesce_secs if follow else 0.0
+            coalesce = self.settings.read_coalesce_secs if follow else 0.0
             while not self._stop.is_set():
                 raw = stream.read()
                 if not raw:

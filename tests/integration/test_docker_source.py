@@ -2,77 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Iterator
 
 import pytest
 
 from logpipe.config import DockerConfig
-from logpipe.event import Position
 from logpipe.sources.docker import DockerSource, Resume
-from logpipe.sources.engine import ContainerInfo, DockerEngine
-from logpipe.sources.follower import Chunk
-from logpipe.sources.frames import DecodeStats
+from logpipe.sources.engine import DockerEngine
 from tests.dockerkit import Containers, wait_until
+from tests.support.sourcekit import Recorder
 
 pytestmark = pytest.mark.docker
-
-
-class Recorder:
-    """Plays the checkpoint and the pipeline for the source."""
-
-    def __init__(self, resume: dict[str, Resume] | None = None) -> None:
-        self.lines: list[tuple[str, str, str, int, int, float]] = []  # name, stream, text, ts, n, seen_at
-        self.resumes = resume or {}
-        self.followed: dict[str, int] = {}
-        self.gone: list[str] = []
-        self.stats = DecodeStats()
-        self.lock = threading.Lock()
-
-    # Cursors
-    def resume(self, cid: str) -> Resume | None:
-        return self.resumes.get(cid)
-
-    def follow(self, info: ContainerInfo, origin_ns: int) -> None:
-        self.followed[info.id] = origin_ns
-
-    def destroyed(self, cid: str) -> None:
-        self.gone.append(cid)
-
-    def known(self) -> Iterable[str]:
-        return list(self.followed)
-
-    # SourceEvents
-    def decoded(self, stats: DecodeStats) -> None:
-        self.stats.partials_joined += stats.partials_joined
-        self.stats.truncated += stats.truncated
-
-    def reconnected(self, stream: str) -> None:
-        pass
-
-    def emit(self, chunk: Chunk) -> bool:
-        now = time.monotonic()
-        with self.lock:
-            for ts, n, content, _cut in chunk.lines:
-                self.lines.append((chunk.container.name, chunk.stream, content.decode(), ts, n, now))
-        return True
-
-    def texts(self, name: str) -> list[str]:
-        with self.lock:
-            return [line[2] for line in self.lines if line[0] == name]
-
-    def stream_texts(self, name: str, stream: str) -> list[str]:
-        with self.lock:
-            return [line[2] for line in self.lines if line[0] == name and line[1] == stream]
-
-    def last_positions(self, name: str) -> dict[str, Position]:
-        with self.lock:
-            out: dict[str, Position] = {}
-            for n, stream, _t, ts, k, _ in self.lines:
-                if n == name:
-                    out[stream] = (ts, k)
-            return out
 
 
 @pytest.fixture
@@ -92,15 +33,19 @@ def source_for(containers: Containers) -> Iterator:
         source.stop(5)
 
 
-def test_follows_running_and_new_containers_quickly(containers: Containers, source_for) -> None:
+def test_follows_running_and_new_containers_from_their_start_event(
+    containers: Containers, source_for, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="logpipe.source")
     containers.run("api", "echo before; sleep 60")
     rec = Recorder()
     source_for(rec)
     assert wait_until(lambda: rec.texts(f"{containers.project}-api-1") == ["before"], 10)
-    started = time.monotonic()
     containers.run("worker", "echo hello from worker; sleep 60")
-    assert wait_until(lambda: rec.texts(f"{containers.project}-worker-1") == ["hello from worker"], 5)
-    assert time.monotonic() - started < 2.0 + 1.0  # container start itself takes a moment
+    worker = f"{containers.project}-worker-1"
+    assert wait_until(lambda: rec.texts(worker) == ["hello from worker"], 10)
+    found = [r.__dict__.get("found_by") for r in caplog.records if r.__dict__.get("container") == worker]
+    assert found == ["start event"], "the new container was not followed on its start event"
 
 
 def test_short_lived_container_is_read(containers: Containers, source_for) -> None:
@@ -121,12 +66,12 @@ def test_container_that_exited_before_logpipe_looked(containers: Containers, sou
 def test_docker_restart_continues_without_rereading(containers: Containers, source_for, docker_client) -> None:
     box = containers.run("api", "echo run; sleep 60")
     rec = Recorder()
-    source_for(rec)
+    source = source_for(rec)
     name = f"{containers.project}-api-1"
     assert wait_until(lambda: rec.texts(name) == ["run"], 10)
     box.restart(timeout=1)
     assert wait_until(lambda: rec.texts(name) == ["run", "run"], 15)
-    time.sleep(1)
+    assert source.stop(5)  # nothing can arrive after this
     assert rec.texts(name) == ["run", "run"]
 
 
@@ -171,9 +116,9 @@ def test_resume_from_positions_reads_nothing_twice(containers: Containers, sourc
     }
     resume = Resume(first.followed[box.id], {"stdout": by_stream["stdout"][2], "stderr": by_stream["stderr"][1]})
     second = Recorder({box.id: resume})
-    source_for(second)
+    again = source_for(second)
     assert wait_until(lambda: len(second.texts(name)) == 5, 10)
-    time.sleep(0.5)
+    assert again.stop(5)  # nothing can arrive after this
     assert sorted(second.texts(name)) == ["err3", "err4", "err5", "line4", "line5"]
 
 
@@ -184,9 +129,10 @@ def test_filters_project_and_never_itself(containers: Containers, source_for, do
         me = containers.run("logpipe", "echo this would be logpipe itself; sleep 60")
         containers.run("api", "echo mine; sleep 60")
         rec = Recorder()
-        source_for(rec, self_container_id=me.id)
+        source = source_for(rec, self_container_id=me.id)  # returns once the first reconciliation is done
         assert wait_until(lambda: rec.texts(f"{containers.project}-api-1") == ["mine"], 10)
-        time.sleep(1)
+        assert [info.name for info in source.followed()] == [f"{containers.project}-api-1"]
+        assert source.stop(5)
         assert rec.texts(f"{other.project}-api-1") == []
         assert rec.texts(f"{containers.project}-logpipe-1") == []
     finally:
@@ -204,7 +150,7 @@ def test_a_truncated_line_read_again_on_resume_is_not_counted_again(containers: 
     assert first.stats.truncated == 1
     long_line = [(ts, n) for nm, _s, text, ts, n, _ in first.lines if nm == name and text.startswith("xxx")]
     second = Recorder({box.id: Resume(first.followed[box.id], {"stdout": long_line[0]})})
-    source_for(second)
+    again = source_for(second)
     assert wait_until(lambda: second.texts(name) == ["after"], 10)
-    time.sleep(0.3)
+    assert again.stop(5)
     assert second.stats.truncated == 0  # decoded again to find the resume point, but not shipped again
