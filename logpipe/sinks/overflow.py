@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from logpipe.ratelimit import RateLimitedLog
 from logpipe.sinks.lanes import Entry
 from logpipe.sinks.spool import Spool, SpoolError, SpoolFull, SpoolId
 from logpipe.telemetry import Telemetry
@@ -48,20 +49,29 @@ def count(payload: bytes) -> int:
 
 
 class Overflow:
-    """Thread-safe wrapper over `Spool` with the full policy and the replay backoff."""
+    """Thread-safe wrapper over `Spool` with the full policy and the replay backoff.
+
+    `ready` answers from memory, without touching the disk, so the sender may ask it under its busiest lock; every
+    other method may read or fsync the spool and must be called without that lock.
+    """
 
     def __init__(self, spool: Spool, policy: str, telemetry: Telemetry) -> None:
         self.spool = spool
         self._policy = policy
         self._telemetry = telemetry
         self._blocked_until = 0.0
-        self._last_warning = 0.0
+        self._warn = RateLimitedLog(log)
         self.replaying: SpoolId | None = None
-        # Serialises acks with drop_oldest, which reads the head segment and then drops it.
+        # Serialises acks with drop_oldest, which reads the head segment and then drops it, and guards the state.
         self._head_lock = threading.Lock()
         self._dropped_through: SpoolId | None = None  # the last record drop_oldest removed
+        self._records = spool.records  # a count kept in memory, for `ready`
         self.retry_at = 0.0
         self.failures = 0
+
+    def ready(self) -> bool:
+        """Whether `next` may have a record to hand out (no replay under way, its backoff over). No disk I/O."""
+        return self._records > 0 and self.replaying is None and time.monotonic() >= self.retry_at
 
     def can_spill(self) -> bool:
         return time.monotonic() >= self._blocked_until
@@ -72,51 +82,62 @@ class Overflow:
         for _ in range(3):
             try:
                 self.spool.append(payload)
+                with self._head_lock:
+                    self._records += 1
                 self._telemetry.entries_spooled(len(entries))
                 return True
             except (SpoolFull, SpoolError) as exc:
                 why = "full" if isinstance(exc, SpoolFull) else f"disk refused: {exc}"
                 if self._policy != "drop_oldest" or not self._drop_oldest():
-                    self._warn(f"spool {why}; holding entries in memory (backpressure to Docker)", policy=self._policy)
+                    self._warn.warning(
+                        f"spool {why}; holding entries in memory (backpressure to Docker)",
+                        key="full",
+                        policy=self._policy,
+                    )
                     self._blocked_until = time.monotonic() + 1.0
                     return False
-                self._warn(f"spool {why}; dropped its oldest batches", policy=self._policy)
+                self._warn.warning(f"spool {why}; dropped its oldest batches", key="dropped", policy=self._policy)
         self._blocked_until = time.monotonic() + 1.0
         return False
 
     def next(self) -> tuple[SpoolId, list[Entry]] | None:
-        """The oldest spooled batch, if none is being replayed and its backoff is over."""
-        if self.replaying is not None or time.monotonic() < self.retry_at:
-            return None
-        try:
-            found = self.spool.next_after(None)
-        except SpoolError as exc:
-            self._warn(f"spool unreadable: {exc}")
-            self.retry_at = time.monotonic() + 5.0
-            return None
-        if found is None:
-            return None
-        rid, payload = found
-        self.replaying = rid
+        """The oldest spooled batch, if none is being replayed and its backoff is over (reads the disk)."""
+        with self._head_lock:
+            if self.replaying is not None or time.monotonic() < self.retry_at:
+                return None
+            try:
+                found = self.spool.next_after(None)
+            except SpoolError as exc:
+                self._warn.warning(f"spool unreadable: {exc}", key="unreadable")
+                self.retry_at = time.monotonic() + 5.0
+                return None
+            if found is None:
+                self._records = 0
+                return None
+            rid, payload = found
+            self.replaying = rid
         return rid, unpack(payload)
 
     def delivered(self, rid: SpoolId) -> None:
+        """The record is in Loki: acknowledge it in the spool (an fsync)."""
         with self._head_lock:
             if self._dropped_through is None or rid > self._dropped_through:  # else drop_oldest removed it
                 try:
                     self.spool.ack(rid)
+                    self._records = max(self._records - 1, 0)
                 except (SpoolError, ValueError) as exc:
-                    self._warn(f"cannot record a replayed batch as done: {exc}")
-        if self.replaying == rid:
-            self.replaying = None
-        self.failures = 0
-        self.retry_at = 0.0
+                    self._warn.warning(f"cannot record a replayed batch as done: {exc}", key="ack")
+            if self.replaying == rid:
+                self.replaying = None
+            self.failures = 0
+            self.retry_at = 0.0
 
     def failed(self, rid: SpoolId, delay_secs: float) -> None:
-        if self.replaying == rid:
-            self.replaying = None
-        self.failures += 1
-        self.retry_at = time.monotonic() + delay_secs
+        with self._head_lock:
+            if self.replaying == rid:
+                self.replaying = None
+            self.failures += 1
+            self.retry_at = time.monotonic() + delay_secs
 
     def resolved(self, rid: SpoolId) -> None:
         """A replay found delivered by reading Loki back after a restart."""
@@ -124,6 +145,7 @@ class Overflow:
             found = self.spool.next_after(None)
             if found is not None and found[0] == rid:
                 self.spool.ack(rid)
+                self._records = max(self._records - 1, 0)
 
     def _drop_oldest(self) -> bool:
         with self._head_lock:
@@ -140,15 +162,10 @@ class Overflow:
             entries += count(found[1])
             cursor = found[0]
         records, _ = self.spool.drop_oldest()
+        self._records = max(self._records - records, 0)
         # A replay of a dropped record may still be in flight: `replaying` stays set until it ends, so the next
         # record is not handed out twice meanwhile; its ack is then skipped.
         if cursor is not None:
             self._dropped_through = cursor
         self._telemetry.entries_dropped("spool_full", entries)
         return records > 0
-
-    def _warn(self, message: str, **context: object) -> None:
-        now = time.monotonic()
-        if now - self._last_warning >= 10.0:
-            self._last_warning = now
-            log.warning(message, extra=context)

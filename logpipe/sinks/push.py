@@ -17,8 +17,6 @@ import orjson
 from logpipe.checkpoint import Probe
 from logpipe.sinks.lanes import Entry, LabelKey
 
-MAX_PROBES = 3
-
 
 @dataclass(frozen=True, slots=True)
 class EncodedPush:
@@ -78,13 +76,11 @@ def line_hash(line: str) -> str:
 
 
 def _probes(streams: dict[LabelKey, list[list[object]]]) -> tuple[Probe, ...]:
-    """The last entry of a few streams: enough to tell whether Loki stored this push."""
-    keys = list(streams)
-    if len(keys) > MAX_PROBES:
-        keys = [keys[0], keys[len(keys) // 2], keys[-1]]
+    """The last entry of every stream: Loki may store some streams of a push and fail others, so each stream's
+    arrival must be checked on its own (a stream is stored whole or not at all, so its last entry tells)."""
     probes = []
-    for key in keys:
-        ts, line = streams[key][-1][:2]
+    for key, values in streams.items():
+        ts, line = values[-1][:2]
         probes.append(Probe(dict(key), int(str(ts)), line_hash(str(line))))
     return tuple(probes)
 

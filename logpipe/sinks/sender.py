@@ -10,30 +10,34 @@ reads pushes that were in flight back from Loki, so they are neither lost nor se
 
 from __future__ import annotations
 
+import functools
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from logpipe.backoff import delay_for
 from logpipe.checkpoint import Advance, Checkpoint, Intent
 from logpipe.config import LokiConfig
+from logpipe.ratelimit import RateLimitedLog
 from logpipe.sinks.lanes import Batch, BatchLimits, Entry, Lanes, new_id
 from logpipe.sinks.loki import LokiClient, PushResult
 from logpipe.sinks.overflow import Overflow
 from logpipe.sinks.push import EncodedPush, encode
-from logpipe.sinks.readback import ReadBack
+from logpipe.sinks.readback import ReadBack, Verdict
 from logpipe.sinks.spool import SpoolId
 from logpipe.telemetry import Telemetry
+from logpipe.threads import Threads
 
 log = logging.getLogger("logpipe.loki")
 
 MAX_RETRY_AFTER_SECS = 300.0
 #: At shutdown, the time kept back from delivery to write what is left to the spool.
 SPILL_RESERVE_SECS = 1.0
-_LOG_EVERY_SECS = 10.0
+#: Pushes in flight at the last exit are read back this many at a time.
+RESOLVE_AT_ONCE = 8
 
 
 def limits_of(config: LokiConfig) -> BatchLimits:
@@ -62,10 +66,13 @@ class LokiSender:
         telemetry: Telemetry,
         overflow: Overflow | None = None,
         wall_ns: Callable[[], int] = time.time_ns,
+        threads: Threads | None = None,
     ) -> None:
         self._client = client
         self.overflow = overflow
+        self._threads = threads or Threads(lambda _kind: None)
         self._replays = 0
+        self._resolving = 0  # intents from the last exit still being read back: no spool replay meanwhile
         self._lanes = lanes
         self._checkpoint = checkpoint
         self._telemetry = telemetry
@@ -77,7 +84,7 @@ class LokiSender:
         self._thread: threading.Thread | None = None
         self._flush = False
         self._stop_at: float | None = None
-        self._last_log: dict[str, float] = {}
+        self._log = RateLimitedLog(log)
         self.loki_up = False
         self._readback = ReadBack(client, config.timeout_secs, lambda: self._stop_at is not None, lanes.over_budget_now)
 
@@ -89,8 +96,15 @@ class LokiSender:
             self._lanes.cond.notify_all()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="loki-dispatch", daemon=True)
-        self._thread.start()
+        """Start delivering. Pushes in flight at the last exit are read back from Loki meanwhile, concurrently:
+        the containers they would advance are held (`Checkpoint.settled`) until each is resolved."""
+        intents = self._checkpoint.intents() if self._config.readback else []
+        for intent in intents:
+            self._checkpoint.hold(intent)
+        self._resolving = len(intents)
+        if intents:
+            self._threads.start("resolver", lambda: self._resolve_all(intents), name="loki-resolve")
+        self._thread = self._threads.start("dispatcher", self._run, name="loki-dispatch")
 
     def stop(self, timeout: float) -> None:
         """Deliver what is waiting (ignoring batch_wait) within `timeout`; spool what cannot be delivered.
@@ -135,11 +149,19 @@ class LokiSender:
                 self._spill(work[1])
                 continue
             replay_turn = work[0] == "live"
+            if work[0] == "replay":
+                # The spool is read here, outside the lanes' lock: a slow disk must not hold up `put` or acks.
+                found = self.overflow.next() if self.overflow is not None else None
+                if found is None:
+                    with lanes.cond:
+                        self._replays -= 1
+                        lanes.cond.notify_all()
+                    continue
+                task: Callable[[], None] = functools.partial(self._replay, *found)
+            else:
+                task = functools.partial(self._push, work[1])
             try:
-                if work[0] == "replay":
-                    self._pool.submit(self._replay, *work[1])
-                else:
-                    self._pool.submit(self._push, work[1])
+                self._pool.submit(self._threads.guard, "push", task)
             except RuntimeError:  # the pool was shut down at the deadline: the work stays unacknowledged
                 with lanes.cond:
                     if work[0] == "replay":
@@ -174,17 +196,15 @@ class LokiSender:
                 return ("spill", failing)
         if lanes.inflight_batches + self._replays >= self._config.max_concurrent_pushes:
             return None
-        replay = overflow is not None and self._stop_at is None
+        replay = overflow is not None and self._stop_at is None and not self._resolving
         for kind in ("replay", "live") if replay_turn else ("live", "replay"):
             if kind == "live":
                 batch = lanes.take(self._limits, flush=self._flush)
                 if batch is not None:
                     return ("live", batch)
-            elif replay and overflow is not None:
-                found = overflow.next()
-                if found is not None:
-                    self._replays += 1
-                    return ("replay", found)
+            elif replay and overflow is not None and overflow.ready():
+                self._replays += 1  # a slot, reserved until the record is read (outside the lock)
+                return ("replay", None)
         return None
 
     def _spill(self, batch: Batch) -> None:
@@ -202,12 +222,13 @@ class LokiSender:
             self._checkpoint.flush()
 
     def _replay(self, rid: SpoolId, entries: list[Entry]) -> None:
-        assert self.overflow is not None
+        overflow = self.overflow
+        assert overflow is not None
         try:
             whole = self._encode(entries)
-            encoded: EncodedPush | None = whole  # None once its parts were sent and counted one by one
             intent = Intent(new_id(), time.time(), (), whole.probes, spool_id=rid)
-            result = self._send(whole, intent)
+            counted: EncodedPush | None
+            result, counted = self._send(entries, whole, intent)
             if result.outcome == "unresolved":
                 return  # the record stays in the spool and its intent in the checkpoint, for the next start
             if result.outcome == "too_large" and len(entries) > 1:
@@ -219,27 +240,23 @@ class LokiSender:
                 # again with the record: rare (413, then 429/5xx), and Loki drops exact duplicates.
                 ok = self._replay_part(entries[:half]) and self._replay_part(entries[half:])
                 result = PushResult("ok", 0) if ok else PushResult("retry", 0, message="a part of a split replay")
-                encoded = None
+                counted = None
             elif result.outcome == "too_large":
                 self._telemetry.entries_dropped("too_large", 1)
-                result, encoded = PushResult("ok", 0), None
+                result, counted = PushResult("ok", 0), None
             if result.outcome == "retry":
                 self._checkpoint.abandon(intent.id)
-                delay = self._delay(result, self.overflow.failures)
-                with self._lanes.cond:
-                    self.overflow.failed(rid, delay)
+                overflow.failed(rid, self._delay(result, overflow.failures))
                 self._telemetry.entries_retried(len(entries))
                 return
             self.loki_up = True
-            with self._lanes.cond:
-                self.overflow.delivered(rid)
+            overflow.delivered(rid)
             self._checkpoint.advance((), intent.id)
-            if encoded is not None:
-                self._account(encoded, result)
+            if counted is not None:
+                self._account(counted, result)
         except Exception:
             log.exception("replay failed unexpectedly; will retry")
-            with self._lanes.cond:
-                self.overflow.failed(rid, self._config.max_backoff_secs)
+            overflow.failed(rid, self._config.max_backoff_secs)
         finally:
             with self._lanes.cond:
                 self._replays -= 1
@@ -248,7 +265,7 @@ class LokiSender:
     def _replay_part(self, entries: list[Entry]) -> bool:
         """Send part of a spooled batch that Loki found too large; False when it must be tried again."""
         encoded = self._encode(entries)
-        result = self._send(encoded, None)
+        result, counted = self._send(entries, encoded, None)
         if result.outcome == "too_large":
             if len(entries) == 1:
                 self._telemetry.entries_dropped("too_large", 1)
@@ -257,7 +274,7 @@ class LokiSender:
             return self._replay_part(entries[:half]) and self._replay_part(entries[half:])
         if result.outcome == "retry":
             return False
-        self._account(encoded, result)
+        self._account(counted, result)
         return True
 
     def _encode(self, entries: list[Entry]) -> EncodedPush:
@@ -271,40 +288,60 @@ class LokiSender:
             gzip_level=config.gzip_level,
         )
 
-    def _send(self, encoded: EncodedPush, intent: Intent | None) -> PushResult:
-        if intent is not None and self._config.readback:
-            self._checkpoint.begin(intent)
-        if not encoded.entries:
-            return PushResult("ok", 204)
-        started = time.perf_counter()
-        result = self._client.push(encoded.body)
-        self._telemetry.pushed(str(result.status) if result.status else "error", time.perf_counter() - started)
-        if result.ambiguous and intent is not None and self._config.readback:
-            # The connection broke after Loki had the request: ask Loki before sending it again.
-            # While Loki cannot be asked it cannot take the push again either: wait for it, unless logpipe is
-            # stopping (the intent stays for the next start) or the lanes are full (re-send, so they can spill).
-            live = intent.spool_id is None
+    def _send(
+        self, entries: list[Entry], encoded: EncodedPush, intent: Intent | None
+    ) -> tuple[PushResult, EncodedPush]:
+        """Push `encoded` (built from `entries`), recording `intent` first. When the answer is lost, Loki is read
+        back: streams it stored are not sent again, the others are (a push of their entries only).
+
+        Returns the result and the push whose entries it accounts for (the last one sent); entries of streams
+        confirmed by the read-back are counted as sent here.
+        """
+        readback = intent is not None and self._config.readback
+        while True:
+            if intent is not None and readback:
+                self._checkpoint.begin(intent)
+            if not encoded.entries:
+                return PushResult("ok", 204), encoded
+            started = time.perf_counter()
+            result = self._client.push(encoded.body)
+            self._telemetry.pushed(str(result.status) if result.status else "error", time.perf_counter() - started)
+            if not (result.ambiguous and intent is not None and readback):
+                return result, encoded
+            verdict = self._read_back(intent)
+            self._telemetry.readback(verdict.outcome)
+            if verdict.outcome == "delivered":
+                return PushResult("ok", 0, message="confirmed by reading Loki back"), encoded
+            if verdict.outcome == "stopping":
+                return PushResult("unresolved", 0, message="logpipe stopped before Loki could be asked"), encoded
+            if verdict.outcome in ("unresolved", "not_delivered"):
+                return result, encoded
+            # Some streams arrived, others did not: send the others again (and only them).
+            rest = [entry for entry in entries if entry[3] not in verdict.confirmed]
+            self._telemetry.entries_sent(len(entries) - len(rest))
+            entries, encoded = rest, self._encode(rest)
+            intent = Intent(intent.id, time.time(), intent.advances, encoded.probes, intent.spool_id)
+
+    def _read_back(self, intent: Intent) -> Verdict:
+        # While Loki cannot be asked it cannot take the push again either: wait for it, unless logpipe is stopping
+        # (the intent stays for the next start) or the lanes are full (re-send, so they can spill).
+        live = intent.spool_id is None
+        if live:
+            with self._lanes.cond:
+                self._lanes.suspend()  # its push slot goes to other lanes while Loki is being asked
+        try:
+            return self._readback.ask(intent, None, settle_secs=2.0, give_way=live)
+        finally:
             if live:
                 with self._lanes.cond:
-                    self._lanes.suspend()  # its push slot goes to other lanes while Loki is being asked
-            try:
-                verdict = self._readback.ask(intent, None, settle_secs=2.0, give_way=live)
-            finally:
-                if live:
-                    with self._lanes.cond:
-                        self._lanes.resume()
-            self._telemetry.readback(verdict)
-            if verdict == "delivered":
-                return PushResult("ok", 0, message="confirmed by reading Loki back")
-            if verdict == "stopping":
-                return PushResult("unresolved", 0, message="logpipe stopped before Loki could be asked")
-        return result
+                    self._lanes.resume()
 
     def _push(self, batch: Batch) -> None:
         try:
             encoded = self._encode(batch.entries)
             intent = Intent(batch.id, time.time(), advances_of(batch), encoded.probes)
-            self._settle(batch, encoded, intent, self._send(encoded, intent))
+            result, counted = self._send(batch.entries, encoded, intent)
+            self._settle(batch, counted, intent, result)
         except Exception:  # a bug must not wedge the lanes: put the batch back and say so loudly
             log.exception("push failed unexpectedly; will retry")
             with self._lanes.cond:
@@ -328,7 +365,7 @@ class LokiSender:
             return
         self._checkpoint.abandon(intent.id)
         if result.outcome == "too_large":
-            self._log_rarely("413", "Loki found a push too large; splitting it", entries=len(batch.entries))
+            self._log.warning("Loki found a push too large; splitting it", key="413", entries=len(batch.entries))
             with self._lanes.cond:
                 self._lanes.split(batch)
             return
@@ -336,9 +373,9 @@ class LokiSender:
         self.loki_up = self.loki_up and not transient
         delay = self._delay(result, max(lane.failures for lane, _ in batch.parts))
         telemetry.entries_retried(len(batch.entries))
-        self._log_rarely(
-            str(result.status),
+        self._log.warning(
             "push failed; retrying",
+            key=str(result.status),
             status=result.status,
             error=result.message[:200],
             retry_in_secs=round(delay, 2),
@@ -358,31 +395,40 @@ class LokiSender:
             self._telemetry.entries_dropped(reason, encoded.entries if n < 0 else n)
         if all(n >= 0 for n in result.rejected.values()):
             self._telemetry.entries_sent(max(encoded.entries - rejected, 0), len(encoded.body))
-        self._log_rarely("400", "Loki rejected entries", reasons=result.rejected, error=result.message[:200])
+        self._log.warning("Loki rejected entries", key="400", reasons=result.rejected, error=result.message[:200])
 
     def _delay(self, result: PushResult, failures: int) -> float:
-        if result.retry_after is not None:
-            return min(result.retry_after, MAX_RETRY_AFTER_SECS)
-        ceiling = min(self._config.max_backoff_secs, self._config.min_backoff_secs * 2**failures)
-        return random.uniform(ceiling / 2, ceiling)  # jitter: lanes that failed together do not retry together
-
-    def _log_rarely(self, key: str, message: str, **context: object) -> None:
-        now = time.monotonic()
-        if now - self._last_log.get(key, 0.0) >= _LOG_EVERY_SECS:
-            self._last_log[key] = now
-            log.warning(message, extra=context)
+        retry_after = None if result.retry_after is None else min(result.retry_after, MAX_RETRY_AFTER_SECS)
+        return delay_for(failures, self._config.min_backoff_secs, self._config.max_backoff_secs, retry_after)
 
     # -- after a crash
-    def resolve(self, max_wait_secs: float, settle_secs: float = 2.0) -> None:
-        """Decide, by reading Loki back, whether each push in flight at the last exit arrived."""
-        for intent in self._checkpoint.intents():
-            result = self._readback.ask(intent, max_wait_secs, settle_secs)
-            self._telemetry.readback(result)
-            log.info("resolved a push in flight at the last exit", extra={"push": intent.id, "result": result})
-            if result == "delivered":
+    def _resolve_all(self, intents: list[Intent]) -> None:
+        with ThreadPoolExecutor(min(RESOLVE_AT_ONCE, len(intents)), thread_name_prefix="loki-resolve") as pool:
+            for intent in intents:
+                pool.submit(self._threads.guard, "resolver", functools.partial(self._resolve, intent))
+        self._checkpoint.flush()
+
+    def _resolve(self, intent: Intent) -> None:
+        """Decide, by reading Loki back, whether a push in flight at the last exit arrived as a whole."""
+        try:
+            verdict = self._readback.ask(intent, self._config.readback_max_wait_secs, settle_secs=2.0)
+            self._telemetry.readback(verdict.outcome)
+            log.info("resolved a push in flight at the last exit", extra={"push": intent.id, "result": verdict.outcome})
+            if verdict.outcome == "delivered":
                 self._checkpoint.advance(intent.advances, intent.id)
                 if intent.spool_id is not None and self.overflow is not None:
                     self.overflow.resolved(intent.spool_id)
-            else:
-                self._checkpoint.abandon(intent.id)  # its lines are read again from Docker
-        self._checkpoint.flush()
+            elif verdict.outcome != "stopping":
+                # Its lines are read again from Docker (or its spool record replayed): streams Loki stored already
+                # are repeated, which loses nothing.
+                self._checkpoint.abandon(intent.id)
+        finally:
+            self._checkpoint.release(intent)
+            with self._lanes.cond:
+                self._resolving -= 1
+                self._lanes.cond.notify_all()
+
+    def resolved(self, timeout: float) -> bool:
+        """Wait until the pushes in flight at the last exit are resolved (tests, `logpipe check`)."""
+        with self._lanes.cond:
+            return self._lanes.cond.wait_for(lambda: self._resolving == 0, timeout)

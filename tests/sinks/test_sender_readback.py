@@ -10,6 +10,7 @@ import gzip
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def test_stopping_during_the_read_back_keeps_the_intent_and_sends_nothing_again(
     lanes.put(("a", "stdout"), "a", entries("a", 0, 5), 5 * 164)
     sender.start()
     assert wait_until(lambda: len(loki.fault_replies) == 1, 10)
-    time.sleep(1.5)  # the sender keeps asking Loki, in vain
+    assert wait_until(lambda: len(loki.queries()) >= 2, 10)  # the sender keeps asking Loki, in vain
     sender.stop(5.0)
     assert pushes(loki) == 1, "the push whose fate is unknown was sent again"
     assert len(loki.lines()) == 5
@@ -191,13 +192,19 @@ def test_a_crash_between_the_parts_of_a_split_replay_loses_nothing(tmp_path: Pat
     checkpoint.flush()
     spool.close()
     try:
-        # The next start: resolve what was in flight, then the spool must still hold the record.
+        # The next start: the record must not count as delivered because its first half arrived (the split parts
+        # carry no intent, so nothing can be read back), so it is replayed and its second half arrives too.
         reopened = Spool(tmp_path / "spool", max_bytes=16 * MiB, segment_bytes=MiB, fsync=False)
+        assert reopened.records == 1
         again = Checkpoint(tmp_path / "checkpoint.json")
         again.load()
+        assert again.intents() == []
         restarted = LokiSender(loki, Lanes(16 * MiB), again, config, telemetry, Overflow(reopened, "block", telemetry))  # type: ignore[arg-type]
-        restarted.resolve(1.0, settle_secs=0)
-        assert reopened.records == 1, "the record was acknowledged while half of it never reached Loki"
+        restarted.start()
+        assert wait_until(lambda: reopened.records == 0, 10)
+        restarted.stop(1.0)
+        stored = {line for _labels, _ts, line in loki.stored}
+        assert stored == {f"{c} {i}" for c in "ab" for i in range(10)}, "a half of the record was lost"
     finally:
         loki.hang.set()
         sender.stop(1.0)
@@ -218,3 +225,92 @@ def test_other_streams_keep_flowing_while_pushes_wait_to_be_read_back(
         assert wait_until(lambda: len(loki.lines(container="c")) == 50, 5), "stream c waited behind the read-backs"
     finally:
         sender.stop(3.0)
+
+
+def test_a_push_stored_only_in_part_is_completed_not_called_delivered(
+    loki: LokiServer, tmp_path: Path, clients: list[LokiClient]
+) -> None:
+    # Loki's distributor stores the streams of a and d, fails b, c and e, and the answer is lost. Confirming the
+    # push because one stream is found would lose three streams: every stream must be confirmed, and only those
+    # that were not are sent again.
+    names = ["a", "b", "c", "d", "e"]
+    sender, lanes, checkpoint = sender_for(loki, tmp_path, 64 * MiB, names, clients)
+    for name in names:
+        lanes.put((name, "stdout"), name, entries(name, 0, 20), 20 * 164)
+    loki.store_some_then_drop(lambda labels: labels["container"] in ("a", "d"))
+    sender.start()
+    try:
+        assert wait_until(lambda: all(len(loki.lines(container=n)) == 20 for n in names), 15), {
+            n: len(loki.lines(container=n)) for n in names
+        }
+        assert wait_until(lambda: lanes.empty() and not checkpoint.intents(), 5)
+    finally:
+        sender.stop(3.0)
+    assert loki.duplicates() == [], "streams confirmed by the read-back were sent again"
+    stored = [r for r in loki.pushes() if r.stored]
+    assert [r.stored for r in stored] == [40, 60], "the re-send carried other streams than the failed ones"
+    for name in names:
+        assert checkpoint.position(name, "stdout") is not None
+    asked = Counter(q["query"] for q in loki.queries())
+    assert set(asked) == {f'{{container="{n}", service="api"}}' for n in names}, "a stream was never looked for"
+    assert asked['{container="a", service="api"}'] == 1, "a stream already found was asked for again"
+
+
+class _WatchedSpool(Spool):
+    """A spool that checks, whenever it is read or acknowledged, whether the lanes' lock is free meanwhile: every
+    `put` and every push completion takes that lock, so the disk must never be touched while it is held."""
+
+    lanes: Lanes | None = None
+    touched_under_lock: list[str]
+    touched: list[str]
+
+    def _lanes_free(self, what: str) -> None:
+        if self.lanes is None:
+            return
+        got: list[bool] = []
+
+        def probe() -> None:
+            assert self.lanes is not None
+            ok = self.lanes.cond.acquire(timeout=1.0)
+            if ok:
+                self.lanes.cond.release()
+            got.append(ok)
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        prober.join()
+        self.touched.append(what)
+        if not got[0]:
+            self.touched_under_lock.append(what)
+
+    def next_after(self, rid: tuple[int, int] | None) -> tuple[tuple[int, int], bytes] | None:
+        self._lanes_free("read")
+        return super().next_after(rid)
+
+    def ack(self, rid: tuple[int, int]) -> None:
+        self._lanes_free("ack")
+        super().ack(rid)
+
+
+def test_the_spool_is_never_read_or_acknowledged_under_the_lanes_lock(
+    loki: LokiServer, tmp_path: Path, clients: list[LokiClient]
+) -> None:
+    spool = _WatchedSpool(tmp_path / "spool", max_bytes=64 * MiB, segment_bytes=MiB, fsync=True)
+    spool.touched, spool.touched_under_lock = [], []
+    telemetry = Telemetry(CollectorRegistry())
+    for i in range(3):
+        assert Overflow(spool, "block", telemetry).spill(entries("a", i * 10, 10))
+    checkpoint = Checkpoint(tmp_path / "checkpoint.json")
+    lanes = Lanes(64 * MiB)
+    config = LokiConfig(url=loki.url, batch_wait_secs=0.1, timeout_secs=2)
+    client = LokiClient(config)
+    clients.append(client)
+    spool.lanes = lanes
+    sender = LokiSender(client, lanes, checkpoint, config, telemetry, Overflow(spool, "block", telemetry))
+    sender.start()
+    try:
+        assert wait_until(lambda: spool.records == 0 and len(loki.lines()) == 30, 20)
+    finally:
+        sender.stop(3.0)
+    assert spool.touched.count("ack") == 3 and "read" in spool.touched
+    assert spool.touched_under_lock == [], "the disk was touched while every put and ack waited for it"

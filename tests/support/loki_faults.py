@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -40,6 +41,7 @@ class Rule:
     remaining: int | None = None
     until: float | None = None
     seconds: float = 0.0
+    keep: Callable[[dict[str, str]], bool] | None = None  # partial_drop: the streams that are stored
 
     def live(self, now: float) -> bool:
         return (self.remaining is None or self.remaining > 0) and (self.until is None or now < self.until)
@@ -65,6 +67,9 @@ class Faults:
 
     def drop(self, count: int) -> None:
         self._add(Rule("drop", remaining=count))
+
+    def partial_drop(self, count: int, keep: Callable[[dict[str, str]], bool]) -> None:
+        self._add(Rule("partial_drop", remaining=count, keep=keep))
 
     def delay(self, seconds: float, count: int | None) -> None:
         self._add(Rule("delay", remaining=count, seconds=seconds))

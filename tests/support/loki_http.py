@@ -47,6 +47,7 @@ class Request(NamedTuple):
     fault: str | None
     at: float
     received_at: float
+    query: str = ""  # the URL's query string, undecoded (reads)
 
 
 @dataclass

@@ -166,6 +166,11 @@ class LokiServer:
         """Store the next `count` pushes as usual, then close their connections without answering."""
         self.faults.drop(count)
 
+    def store_some_then_drop(self, keep: Callable[[dict[str, str]], bool], count: int = 1) -> None:
+        """For the next `count` pushes, store only the streams whose labels `keep` accepts, then close the
+        connection without answering: a distributor that wrote some streams of a push and failed the others."""
+        self.faults.partial_drop(count, keep)
+
     def delay(self, seconds: float, count: int | None = None) -> None:
         """Hold the next `count` pushes (every push, without a count) for `seconds` before storing and answering."""
         self.faults.delay(seconds, count)
@@ -199,6 +204,12 @@ class LokiServer:
     def duplicates(self) -> list[Entry]:
         """Entries whose (tenant, labels, timestamp, line) had been stored before, in arrival order."""
         return self.store.duplicates()
+
+    def queries(self) -> list[dict[str, str]]:
+        """The parameters of every `query_range` request, in arrival order."""
+        with self._lock:
+            found = [r.query for r in self.requests if r.path.endswith("/query_range")]
+        return [{k: v[0] for k, v in parse_qs(q).items()} for q in found]
 
     def pushes(self) -> list[Request]:
         with self._lock:
@@ -288,7 +299,8 @@ class LokiServer:
         request = Request(exchange.seq or next(self._seq), h.command, path, exchange.status, exchange.entries,
                           exchange.stored, exchange.rejected, hdr.get("X-Scope-OrgID"), hdr.get("Content-Type"),
                           hdr.get("Content-Encoding"), hdr.get("User-Agent"), exchange.body_bytes,
-                          exchange.decoded_bytes, exchange.fault, exchange.at, exchange.received_at)  # fmt: skip
+                          exchange.decoded_bytes, exchange.fault, exchange.at, exchange.received_at,
+                          urlsplit(h.path).query)  # fmt: skip
         with self._lock:
             self.requests.append(request)
 
@@ -357,9 +369,12 @@ class LokiServer:
         if not body.streams:
             self._answer(h, exchange, 422, "error at least one valid stream is required for ingestion")
             return
+        partial = self.faults.take("partial_drop")
+        if partial is not None and partial.keep is not None:
+            body.streams = [stream for stream in body.streams if partial.keep(stream.labels)]
         outcome = self.store.ingest(tenant, body, seq)
         exchange.stored, exchange.rejected = outcome.stored, outcome.rejected
-        dropped = self.faults.take("drop")
+        dropped = partial or self.faults.take("drop")
         if dropped is not None:
             exchange.fault, exchange.status = "drop", 0
             self.faults.acted(dropped, seq)
