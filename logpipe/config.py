@@ -9,22 +9,32 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from logpipe.event import EVENT_FIELDS, MAPPABLE_FIELDS
 
 MiB = 1024 * 1024
+HOUR = 3600.0
+DAY = 24 * HOUR
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 Problems = list[str]
 
+#: Field metadata of a setting held by a process-lifetime part: a reload that changes it is told to restart.
+RESTART = {"restart": True}
 
-def _positive(problems: Problems, path: str, value: float, allow_zero: bool = False) -> None:
+
+def _positive(
+    problems: Problems, path: str, value: float, allow_zero: bool = False, maximum: float | None = None
+) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         problems.append(f"{path}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    elif maximum is not None and value > maximum:
+        problems.append(f"{path}: must be <= {maximum:g}, got {value}")
 
 
 def _regex(problems: Problems, path: str, pattern: str) -> None:
@@ -41,17 +51,17 @@ def _one_of(problems: Problems, path: str, value: str, allowed: tuple[str, ...])
 
 @dataclass(frozen=True)
 class DockerConfig:
-    host: str = ""
+    host: str = field(default="", metadata=RESTART)
     compose_project: str = ""
     require_compose_labels: bool = True
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     host_label: str = ""
     initial_lookback_secs: float = 3600.0
-    max_line_bytes: int = 256 * 1024
-    api_timeout_secs: float = 30.0
+    max_line_bytes: int = field(default=256 * 1024, metadata=RESTART)
+    api_timeout_secs: float = field(default=30.0, metadata=RESTART)
     reconnect_max_backoff_secs: float = 30.0
-    read_coalesce_secs: float = 0.005
+    read_coalesce_secs: float = field(default=0.005, metadata=RESTART)
     self_container_id: str = ""
 
     def check(self, path: str, problems: Problems) -> None:
@@ -62,29 +72,29 @@ class DockerConfig:
         _positive(problems, f"{path}initial_lookback_secs", self.initial_lookback_secs, allow_zero=True)
         if self.max_line_bytes < 1024:
             problems.append(f"{path}max_line_bytes: must be >= 1024, got {self.max_line_bytes}")
-        _positive(problems, f"{path}api_timeout_secs", self.api_timeout_secs)
-        _positive(problems, f"{path}reconnect_max_backoff_secs", self.reconnect_max_backoff_secs)
-        _positive(problems, f"{path}read_coalesce_secs", self.read_coalesce_secs, allow_zero=True)
+        _positive(problems, f"{path}api_timeout_secs", self.api_timeout_secs, maximum=HOUR)
+        _positive(problems, f"{path}reconnect_max_backoff_secs", self.reconnect_max_backoff_secs, maximum=HOUR)
+        _positive(problems, f"{path}read_coalesce_secs", self.read_coalesce_secs, allow_zero=True, maximum=1.0)
 
 
 @dataclass(frozen=True)
 class LokiConfig:
-    url: str = "http://localhost:3100"
-    tenant: str = ""
-    username: str = ""
-    password: str = field(default="", repr=False)
-    password_file: str = ""
-    bearer_token: str = field(default="", repr=False)
-    bearer_token_file: str = ""
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    tls_insecure_skip_verify: bool = False
-    timeout_secs: float = 10.0
+    url: str = field(default="http://localhost:3100", metadata=RESTART)
+    tenant: str = field(default="", metadata=RESTART)
+    username: str = field(default="", metadata=RESTART)
+    password: str = field(default="", repr=False, metadata=RESTART)
+    password_file: str = field(default="", metadata=RESTART)
+    bearer_token: str = field(default="", repr=False, metadata=RESTART)
+    bearer_token_file: str = field(default="", metadata=RESTART)
+    ca_file: str = field(default="", metadata=RESTART)
+    cert_file: str = field(default="", metadata=RESTART)
+    key_file: str = field(default="", metadata=RESTART)
+    tls_insecure_skip_verify: bool = field(default=False, metadata=RESTART)
+    timeout_secs: float = field(default=10.0, metadata=RESTART)
     batch_max_bytes: int = 1 * MiB
     batch_max_entries: int = 20_000
     batch_wait_secs: float = 1.0
-    max_concurrent_pushes: int = 2
+    max_concurrent_pushes: int = field(default=2, metadata=RESTART)
     min_backoff_secs: float = 0.5
     max_backoff_secs: float = 60.0
     gzip_level: int = 1
@@ -113,12 +123,13 @@ class LokiConfig:
             value = getattr(self, key)
             if value and not Path(value).is_file():
                 problems.append(f"{path}{key}: no such file: {value}")
-        _positive(problems, f"{path}timeout_secs", self.timeout_secs)
+        _positive(problems, f"{path}timeout_secs", self.timeout_secs, maximum=HOUR)
         _positive(problems, f"{path}batch_max_bytes", self.batch_max_bytes)
         _positive(problems, f"{path}batch_max_entries", self.batch_max_entries)
-        _positive(problems, f"{path}batch_wait_secs", self.batch_wait_secs)
+        _positive(problems, f"{path}batch_wait_secs", self.batch_wait_secs, maximum=300.0)
         _positive(problems, f"{path}max_concurrent_pushes", self.max_concurrent_pushes)
-        _positive(problems, f"{path}min_backoff_secs", self.min_backoff_secs)
+        _positive(problems, f"{path}min_backoff_secs", self.min_backoff_secs, maximum=HOUR)
+        _positive(problems, f"{path}max_backoff_secs", self.max_backoff_secs, maximum=HOUR)
         if self.max_backoff_secs < self.min_backoff_secs:
             problems.append(f"{path}max_backoff_secs: must be >= min_backoff_secs ({self.min_backoff_secs})")
         if not 0 <= self.gzip_level <= 9:
@@ -128,9 +139,9 @@ class LokiConfig:
         for name in self.labels:
             if not _LABEL_NAME.match(name):
                 problems.append(f"{path}labels.{name}: not a valid label name")
-        _positive(problems, f"{path}max_entry_age_secs", self.max_entry_age_secs)
+        _positive(problems, f"{path}max_entry_age_secs", self.max_entry_age_secs, maximum=7 * DAY)
         _one_of(problems, f"{path}too_old", self.too_old, ("retimestamp", "drop"))
-        _positive(problems, f"{path}readback_max_wait_secs", self.readback_max_wait_secs, allow_zero=True)
+        _positive(problems, f"{path}readback_max_wait_secs", self.readback_max_wait_secs, allow_zero=True, maximum=HOUR)
 
 
 @dataclass(frozen=True)
@@ -157,12 +168,12 @@ class PipelineConfig:
     group_max_lines: int = 500
     group_max_bytes: int = 256 * 1024
     strip_ansi: bool = True
-    memory_queue_max_bytes: int = 64 * MiB
+    memory_queue_max_bytes: int = field(default=64 * MiB, metadata=RESTART)
     shutdown_timeout_secs: float = 8.0
     json_mappings: tuple[JsonMapping, ...] = ()
 
     def check(self, path: str, problems: Problems) -> None:
-        _positive(problems, f"{path}group_idle_secs", self.group_idle_secs)
+        _positive(problems, f"{path}group_idle_secs", self.group_idle_secs, maximum=60.0)
         _positive(problems, f"{path}group_max_lines", self.group_max_lines)
         _positive(problems, f"{path}group_max_bytes", self.group_max_bytes)
         if self.memory_queue_max_bytes < MiB:
@@ -236,13 +247,13 @@ class ModelPrice:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    addr: str = "0.0.0.0:9108"
+    addr: str = field(default="0.0.0.0:9108", metadata=RESTART)
     namespace: str = "dify"
     series_limit: int = 500
     series_idle_secs: float = 900.0
-    basic_auth_username: str = ""
-    basic_auth_password: str = field(default="", repr=False)
-    basic_auth_password_file: str = ""
+    basic_auth_username: str = field(default="", metadata=RESTART)
+    basic_auth_password: str = field(default="", repr=False, metadata=RESTART)
+    basic_auth_password_file: str = field(default="", metadata=RESTART)
     prices: Mapping[str, ModelPrice] = field(default_factory=dict)
     llm_daily_budget_usd: float = 100.0
     rules: tuple[MetricRule, ...] = ()
@@ -253,7 +264,7 @@ class MetricsConfig:
         if not _METRIC_NAME.match(self.namespace):
             problems.append(f"{path}namespace: not a valid metric name prefix: {self.namespace!r}")
         _positive(problems, f"{path}series_limit", self.series_limit)
-        _positive(problems, f"{path}series_idle_secs", self.series_idle_secs)
+        _positive(problems, f"{path}series_idle_secs", self.series_idle_secs, maximum=30 * DAY)
         _positive(problems, f"{path}llm_daily_budget_usd", self.llm_daily_budget_usd, allow_zero=True)
         if (self.basic_auth_password or self.basic_auth_password_file) and not self.basic_auth_username:
             problems.append(f"{path}basic_auth_username: required when a password is set")
@@ -284,7 +295,7 @@ class StateConfig:
     def check(self, path: str, problems: Problems) -> None:
         if not self.dir:
             problems.append(f"{path}dir: must not be empty")
-        _positive(problems, f"{path}flush_interval_secs", self.flush_interval_secs)
+        _positive(problems, f"{path}flush_interval_secs", self.flush_interval_secs, maximum=60.0)
 
 
 @dataclass(frozen=True)
@@ -337,15 +348,28 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class Config:
-    sink: str = "loki"
+    sink: str = field(default="loki", metadata=RESTART)
     docker: DockerConfig = field(default_factory=DockerConfig)
     loki: LokiConfig = field(default_factory=LokiConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    state: StateConfig = field(default_factory=StateConfig)
-    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    state: StateConfig = field(default_factory=StateConfig, metadata=RESTART)
+    spool: SpoolConfig = field(default_factory=SpoolConfig, metadata=RESTART)
     redact: RedactConfig = field(default_factory=RedactConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def check(self, path: str, problems: Problems) -> None:
         _one_of(problems, f"{path}sink", self.sink, ("loki", "stdout"))
+
+
+def restart_only(cls: type = Config, prefix: str = "") -> tuple[str, ...]:
+    """Dotted paths of the settings marked `RESTART` (a marked section counts as one path)."""
+    found: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        path = f"{prefix}{f.name}"
+        if f.metadata.get("restart"):
+            found.append(path)
+        elif is_dataclass(hints[f.name]):
+            found.extend(restart_only(hints[f.name], f"{path}."))
+    return tuple(found)

@@ -6,6 +6,7 @@ problem found, each with its dotted path (`loki.batch_max_bytes: must be > 0, go
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 import types
@@ -173,7 +174,10 @@ def _coerce(tp: Any, value: Any, label: str, path: str, problems: list[str], sou
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            if math.isfinite(value):
+                return float(value)
+            problems.append(f"{label}: must be a finite number, got {value!r}")
+            return value
     elif tp is str:
         if isinstance(value, str):
             return value

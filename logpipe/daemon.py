@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from logpipe import selflog
 from logpipe.checkpoint import Checkpoint
-from logpipe.config import Config
+from logpipe.config import Config, restart_only
 from logpipe.configload import ConfigError, load_config
 from logpipe.metrics import LogMetrics, MetricsServer
 from logpipe.pipeline import ChunkQueue, Pipeline, PipelineRunner, tune_gc
@@ -39,6 +39,7 @@ from logpipe.sinks.stdout import StdoutSink
 from logpipe.sources.docker import DockerSource
 from logpipe.sources.engine import DockerEngine
 from logpipe.telemetry import StateSnapshot, Telemetry
+from logpipe.threads import Threads
 from logpipe.watch import ConfigWatcher
 
 log = logging.getLogger("logpipe")
@@ -46,35 +47,6 @@ log = logging.getLogger("logpipe")
 EXIT_OK = 0
 EXIT_SOFTWARE = 70
 EXIT_UNAVAILABLE = 69
-
-#: Settings that belong to process-lifetime parts: a reload that changes them is told to restart instead.
-RESTART_ONLY = (
-    "sink",
-    "docker.host",
-    "docker.max_line_bytes",
-    "docker.api_timeout_secs",
-    "docker.read_coalesce_secs",
-    "loki.url",
-    "loki.tenant",
-    "loki.username",
-    "loki.password",
-    "loki.password_file",
-    "loki.bearer_token",
-    "loki.bearer_token_file",
-    "loki.ca_file",
-    "loki.cert_file",
-    "loki.key_file",
-    "loki.tls_insecure_skip_verify",
-    "loki.timeout_secs",
-    "loki.max_concurrent_pushes",
-    "metrics.addr",
-    "metrics.basic_auth_username",
-    "metrics.basic_auth_password",
-    "metrics.basic_auth_password_file",
-    "pipeline.memory_queue_max_bytes",
-    "state",
-    "spool",
-)
 
 
 class Daemon:
@@ -84,6 +56,7 @@ class Daemon:
         config_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         stdout: BinaryIO | None = None,
+        engine_factory: Callable[[], DockerEngine] | None = None,
     ) -> None:
         self.config = config
         self._config_path = config_path
@@ -96,6 +69,7 @@ class Daemon:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the exposition and no alert uses them
         self.registry = CollectorRegistry()
         self.telemetry = Telemetry(self.registry)
+        self.threads = Threads(self.telemetry.thread_crashed)
         state_dir = Path(config.state.dir)
         self.checkpoint = Checkpoint(state_dir / "checkpoint.json", self.telemetry.state_write_failed)
         self.lanes = Lanes(config.pipeline.memory_queue_max_bytes)
@@ -105,18 +79,22 @@ class Daemon:
         self.client: LokiClient | None = None
         self.sink: LokiSender | StdoutSink
         if config.sink == "stdout":
-            self.sink = StdoutSink(self.lanes, self.checkpoint, self.telemetry, stdout or os.fdopen(1, "wb", 0))
+            out = stdout or os.fdopen(1, "wb", 0)
+            self.sink = StdoutSink(self.lanes, self.checkpoint, self.telemetry, out, threads=self.threads)
         else:
             self.client = LokiClient(config.loki)
-            self.sink = LokiSender(self.client, self.lanes, self.checkpoint, config.loki, self.telemetry)
+            self.sink = LokiSender(
+                self.client, self.lanes, self.checkpoint, config.loki, self.telemetry, threads=self.threads
+            )
         self.source = DockerSource(
-            lambda: DockerEngine(config.docker.host, config.docker.api_timeout_secs),
+            engine_factory or (lambda: DockerEngine(config.docker.host, config.docker.api_timeout_secs)),
             config.docker,
             self.checkpoint,
             self.queue.put,
             self.telemetry,
+            crashed=self.threads.report,
         )
-        self.runner = PipelineRunner(self.queue, self._build_pipeline(config))
+        self.runner = PipelineRunner(self.queue, self._build_pipeline(config), threads=self.threads)
         self.server: MetricsServer | None = None
         self._watcher: ConfigWatcher | None = None
         self._loki_ready_at = 0.0
@@ -156,9 +134,10 @@ class Daemon:
                 config.metrics.addr,
                 self.registry,
                 readiness=self._readiness,
-                liveness=lambda: not self.runner.failed.is_set(),
+                liveness=self.threads.healthy,
                 username=config.metrics.basic_auth_username,
                 password=password,
+                threads=self.threads,
             )
             self.server.start()
         if isinstance(self.sink, LokiSender) and config.spool.enabled:
@@ -171,13 +150,14 @@ class Daemon:
             if spool.records or spool.recovery.truncated_bytes:
                 log.info("spool opened", extra=dataclasses.asdict(spool.recovery))
             self.sink.overflow = Overflow(spool, config.spool.full_policy, self.telemetry)
-        if isinstance(self.sink, LokiSender) and config.loki.readback and self.checkpoint.intents():
-            self.sink.resolve(config.loki.readback_max_wait_secs)
+        # Pushes in flight at the last exit are read back while the rest starts; their containers wait for it.
         self.sink.start()
         self.runner.start()
         self.source.start()
         if self._config_path is not None:
-            self._watcher = ConfigWatcher(self._config_path, lambda: self.request_reload("config file changed"))
+            self._watcher = ConfigWatcher(
+                self._config_path, lambda: self.request_reload("config file changed"), threads=self.threads
+            )
             self._watcher.start()
         log.info(
             "logpipe started",
@@ -203,7 +183,8 @@ class Daemon:
             if kind == "reload":
                 self._reload(detail)
             self.checkpoint.flush()
-            if self.runner.failed.is_set():
+            if not self.threads.healthy():
+                log.error("stopping: a thread failed", extra={"thread_kind": self.threads.failure})
                 return EXIT_SOFTWARE
             if time.monotonic() >= next_expire:
                 self.metrics.expire()
@@ -216,8 +197,11 @@ class Daemon:
         deadline = started + self.config.pipeline.shutdown_timeout_secs
         if self._watcher is not None:
             self._watcher.stop()
-        self.source.stop(min(1.5, _left(deadline)))
+        # Close the head first: readers blocked on a full queue are released at once (what they hold is not
+        # acknowledged, so it is read again at the next start), then the queue drains into the lanes.
         self.queue.close()
+        if not self.source.stop(min(1.5, _left(deadline))):
+            log.warning("docker readers did not stop in time")
         self.runner.stop(min(1.5, _left(deadline)))
         self.lanes.close()
         self.sink.stop(max(_left(deadline) - 0.3, 0.1))
@@ -260,7 +244,7 @@ class Daemon:
         log.info("configuration reloaded", extra={"reason": reason})
 
     def _keep_restart_only(self, new: Config) -> Config:
-        for dotted in RESTART_ONLY:
+        for dotted in restart_only():
             old_value, new_value = _get(self.config, dotted), _get(new, dotted)
             if old_value != new_value:
                 log.warning("setting changed; it takes effect at the next restart", extra={"setting": dotted})

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from logpipe.cli import run_cli
+from logpipe.config import restart_only
 from logpipe.configload import ConfigError, env_settings, load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,3 +157,46 @@ def test_check_offline_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "2 problem(s)" in err
     assert "loki.batch_wait_secs: must be > 0, got 0.0" in err
     assert "loki.gzip_level: must be between 0 and 9, got 11" in err
+
+
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "Infinity"])
+def test_a_float_setting_must_be_finite_from_the_environment(raw: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"LOGPIPE_LOKI_BATCH_WAIT_SECS": raw})
+    assert caught.value.problems == [
+        f"loki.batch_wait_secs (from LOGPIPE_LOKI_BATCH_WAIT_SECS): must be a finite number, got {float(raw)!r}"
+    ]
+
+
+def test_float_settings_must_be_finite_and_in_range_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "logpipe.toml"
+    path.write_text(
+        "[docker]\nread_coalesce_secs = nan\nreconnect_max_backoff_secs = 86400.0\n"
+        "[loki]\nbatch_wait_secs = inf\ntimeout_secs = -inf\nmax_backoff_secs = 7200\n"
+        '[[metrics.rules]]\nname = "x"\ntype = "histogram"\n'
+        'value_field = "llm_latency_seconds"\nbuckets = [1.0, inf]\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert sorted(caught.value.problems) == sorted([
+        "docker.read_coalesce_secs: must be a finite number, got nan",
+        "docker.reconnect_max_backoff_secs: must be <= 3600, got 86400.0",
+        "loki.batch_wait_secs: must be a finite number, got inf",
+        "loki.timeout_secs: must be a finite number, got -inf",
+        "loki.max_backoff_secs: must be <= 3600, got 7200.0",
+        "metrics.rules[0].buckets[1]: must be a finite number, got inf",
+    ])
+
+
+def test_check_lists_every_bad_float(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_cli(["check", "--offline"], env={"LOGPIPE_LOKI_BATCH_WAIT_SECS": "nan", "LOGPIPE_STATE_DIR": "inf"})
+    assert code == 78
+    err = capsys.readouterr().err
+    assert "loki.batch_wait_secs (from LOGPIPE_LOKI_BATCH_WAIT_SECS): must be a finite number, got nan" in err
+
+
+def test_settings_that_need_a_restart_are_marked_in_the_schema() -> None:
+    marked = restart_only()
+    assert {"loki.url", "docker.max_line_bytes", "metrics.addr", "spool", "state", "sink"} <= set(marked)
+    assert "docker.reconnect_max_backoff_secs" not in marked  # reloadable: followers take it at once
+    assert "loki.batch_wait_secs" not in marked

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from logpipe.config import Config
+from logpipe.config import Config, restart_only
 from logpipe.configload import env_settings
-from logpipe.daemon import RESTART_ONLY
 from logpipe.telemetry import Telemetry
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -57,10 +56,12 @@ def test_readme_names_the_ci_test_command() -> None:
 
 
 def test_restart_only_settings_are_marked() -> None:
-    def restart_only(name: str) -> bool:
-        return name in RESTART_ONLY or name.split(".", maxsplit=1)[0] in RESTART_ONLY
+    marked = restart_only()
+
+    def needs_restart(name: str) -> bool:
+        return name in marked or name.split(".", maxsplit=1)[0] in marked
 
     for row in (line for line in README.splitlines() if line.startswith("| `") and "LOGPIPE_" in line):
         names = re.findall(r"`([a-z_]+\.[a-z_.]+|sink)`", row.split("|")[1])
         assert names, row
-        assert ("(restart)" in row) == any(restart_only(n) for n in names), row
+        assert ("(restart)" in row) == any(needs_restart(n) for n in names), row
