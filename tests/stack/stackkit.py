@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from tests.dockerkit import require
+from tests.stack import promtailsim
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,6 +85,12 @@ _PROMQL_KEYWORDS = frozenset(
         "atan2",
     }
 )
+
+
+def promtail_config(**env: str) -> dict[str, Any]:
+    """promtail/promtail.yaml as Promtail reads it after -config.expand-env."""
+    text = (REPO / "promtail/promtail.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(promtailsim.expand_env(text, env))
 
 
 def tool(name: str) -> str:
