@@ -35,6 +35,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -114,8 +115,11 @@ def go_string(value: Any) -> str | None:
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value).removesuffix(".0") if value.is_integer() and abs(value) < 1e16 else repr(value)
+    if isinstance(value, float):  # strconv.FormatFloat(f, 'f', -1, 64): shortest, never an exponent
+        if math.isinf(value) or math.isnan(value):
+            return {"inf": "+Inf", "-inf": "-Inf"}.get(repr(value), "NaN")
+        text = format(Decimal(repr(value)), "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
     if isinstance(value, int):
         return str(value)
     return None

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from logpipe.metrics.derived import SPECS
-from tests.stack import promtailsim
+from tests.stack import gotemplate, promtailsim
 from tests.stack.stackkit import STREAM_LABELS, promtail_config
 
 
@@ -412,3 +412,44 @@ def test_every_metric_has_one_set_of_label_names_the_stream_labels_plus_logpipes
     assert seen == set(expected)
     for name in sorted(seen):
         assert registry.label_names(name) == {expected[name]}, name
+
+
+# --- the model itself -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("15.002947331s", 15.002947331),
+        ("14.364958ms", 0.014364958),
+        ("512µs", 0.000512),
+        ("1m2.5s", 62.5),
+        ("1h0m0s", 3600.0),
+        ("0s", 0.0),
+        ("0", 0.0),
+        ("2417", None),
+        ("ms", None),
+        ("1.5", None),
+    ],
+)
+def test_go_durations_parse_as_time_parse_duration(text: str, seconds: float | None) -> None:
+    assert promtailsim.go_duration_seconds(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_go_templates_as_text_template_runs_them() -> None:
+    run = gotemplate.execute
+    assert run("{{ if .Value }}{{ .Value }}{{ else }}unknown{{ end }}", {}) == "unknown"
+    assert run("{{ .missing }}", {}) == "<no value>"
+    assert run("a {{- if .x -}} b {{- end -}} c", {"x": "1"}) == "abc"
+    assert run('{{- $l := ToLower .Value -}}{{ if or (eq $l "warn") (hasPrefix "w" $l) }}w{{ end }}', {"Value": "WARN"})
+    assert run("{{ if and .a .b }}{{ .b }}{{ end }}", {"a": "1"}) == ""
+    assert run('{{ eq (ToUpper (toString .c)) "USD" }}', {}) == "false"
+    with pytest.raises(gotemplate.TemplateError):
+        run("{{ ToLower .missing }}", {})
+    with pytest.raises(gotemplate.Unsupported):
+        run("{{ range .x }}{{ end }}", {})
+
+
+def test_an_empty_template_result_deletes_the_key() -> None:
+    pipeline = promtailsim.Pipeline(stages_of("- template: {source: level, template: '{{ if .x }}y{{ end }}'}"))
+    assert "level" not in pipeline.run({"level": "info"}, "line").extracted
