@@ -11,7 +11,9 @@ from typing import Any
 
 import yaml
 
+from logpipe.metrics.derived import SPECS
 from tests.dockerkit import require
+from tests.stack import promql, promtailsim
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,6 +68,41 @@ SERIES_NAMES = frozenset(
 #: Loki stream labels both shippers produce.
 STREAM_LABELS = frozenset({"service", "container", "compose_project", "stream", "host", "level"})
 
+#: Promtail's own metrics under promtail/promtail.yaml (docker_sd_configs only), with their label names, as
+#: grafana/loki v3.6 registers them: clients/pkg/promtail/client/client.go (`host` is the Loki URL's host, not
+#: the stream label), clients/pkg/promtail/targets/docker/metrics.go, clients/pkg/logentry/stages/match.go and
+#: drop.go (logentry_dropped_lines_total), clients/cmd/promtail/main.go (the build info collector).
+#: promtail_read_lines_total, promtail_targets_active_total and promtail_files_active_total belong to file
+#: targets and are registered only when a scrape config uses them (clients/pkg/promtail/targets/manager.go).
+PROMTAIL_OWN: dict[str, frozenset[str]] = {
+    "promtail_sent_entries_total": frozenset({"host"}),
+    "promtail_sent_bytes_total": frozenset({"host"}),
+    "promtail_encoded_bytes_total": frozenset({"host"}),
+    "promtail_dropped_entries_total": frozenset({"host", "tenant", "reason"}),
+    "promtail_dropped_bytes_total": frozenset({"host", "tenant", "reason"}),
+    "promtail_mutated_entries_total": frozenset({"host", "tenant", "reason"}),
+    "promtail_mutated_bytes_total": frozenset({"host", "tenant", "reason"}),
+    "promtail_batch_retries_total": frozenset({"host", "tenant"}),
+    "promtail_request_duration_seconds_bucket": frozenset({"status_code", "host", "le"}),
+    "promtail_request_duration_seconds_sum": frozenset({"status_code", "host"}),
+    "promtail_request_duration_seconds_count": frozenset({"status_code", "host"}),
+    "promtail_docker_target_entries_total": frozenset(),
+    "promtail_docker_target_parsing_errors_total": frozenset(),
+    "promtail_build_info": frozenset({"version", "revision", "branch", "goversion", "goos", "goarch", "tags"}),
+    "logentry_dropped_lines_total": frozenset({"reason"}),
+}
+#: File-target metrics people expect from Promtail but that this config does not produce.
+PROMTAIL_FILE_TARGET_ONLY = frozenset(
+    {
+        "promtail_read_lines_total",
+        "promtail_read_bytes_total",
+        "promtail_targets_active_total",
+        "promtail_files_active_total",
+    }
+)
+#: Series Prometheus itself records for every scrape target.
+PER_TARGET = {name: frozenset() for name in ("up", "scrape_samples_scraped", "scrape_series_added")}
+
 _PROMQL_KEYWORDS = frozenset(
     {
         "and",
@@ -84,6 +121,62 @@ _PROMQL_KEYWORDS = frozenset(
         "atan2",
     }
 )
+
+
+def promtail_config(**env: str) -> dict[str, Any]:
+    """promtail/promtail.yaml as Promtail reads it after -config.expand-env."""
+    text = (REPO / "promtail/promtail.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(promtailsim.expand_env(text, env))
+
+
+def logpipe_series() -> promql.Series:
+    """What logpipe serves: the dify_* families with their labels (logpipe/metrics/derived.py), logpipe_* (labels
+    not checked here)."""
+    labels: dict[str, frozenset[str] | None] = {name: None for name in SERIES_NAMES}
+    for spec in SPECS:
+        name = f"dify_{spec.suffix}"
+        if spec.kind == "histogram":
+            labels[f"{name}_bucket"] = frozenset(spec.labels) | {"le"}
+            labels[f"{name}_sum"] = labels[f"{name}_count"] = frozenset(spec.labels)
+        else:
+            labels[name] = frozenset(spec.labels)
+    labels.update(PER_TARGET)
+    return _with_recording_rules(promql.Series("logpipe", labels))
+
+
+def promtail_series() -> promql.Series:
+    """What Promtail serves with promtail/promtail.yaml: the dify_* metrics its stages define, with the labels the
+    entry can carry at each metrics stage, and its own metrics."""
+    (job,) = promtail_config()["scrape_configs"]
+    analysis = promtailsim.analyse(job["pipeline_stages"], promtailsim.relabelled_labels(job["relabel_configs"]))
+    labels: dict[str, frozenset[str] | None] = {}
+
+    def add(name: str, names: frozenset[str]) -> None:
+        before = labels.get(name)
+        labels[name] = names if before is None else before | names
+
+    for site in analysis.metrics:
+        names = site.always | site.maybe
+        if site.kind == "histogram":
+            add(f"{site.name}_bucket", names | {"le"})
+            add(f"{site.name}_sum", names)
+            add(f"{site.name}_count", names)
+        else:
+            add(site.name, names)
+    labels.update(PROMTAIL_OWN)
+    labels.update(PER_TARGET)
+    return _with_recording_rules(promql.Series("promtail", labels))
+
+
+def _with_recording_rules(series: promql.Series) -> promql.Series:
+    """The series plus the recording rules of prometheus/rules/ that return data from them."""
+    labels = dict(series.labels)
+    for path in sorted((REPO / "prometheus" / "rules").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
+            for rule in group["rules"]:
+                if "record" in rule and promql.returns_data(rule["expr"], promql.Series(series.job, labels)):
+                    labels[rule["record"]] = promql.result_labels(rule["expr"], promql.Series(series.job, labels))
+    return promql.Series(series.job, labels)
 
 
 def tool(name: str) -> str:

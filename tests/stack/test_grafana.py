@@ -10,13 +10,17 @@ from typing import Any
 
 import yaml
 
+from tests.stack import promql
 from tests.stack.stackkit import (
+    PROMTAIL_FILE_TARGET_ONLY,
     REPO,
     SERIES_NAMES,
     STREAM_LABELS,
     grafana_to_promql,
     load_yaml,
+    logpipe_series,
     promql_metric_names,
+    promtail_series,
     recording_rules,
     run,
     tool,
@@ -116,7 +120,7 @@ def test_promql_queries_parse(tmp_path: Path) -> None:
 
 
 def test_promql_queries_use_only_known_metrics() -> None:
-    known = SERIES_NAMES | recording_rules()
+    known = SERIES_NAMES | set(promtail_series().labels) | recording_rules()
     for title, expr in targets("prometheus"):
         unknown = promql_metric_names(grafana_to_promql(expr)) - known
         assert not unknown, f"{title}: unknown metrics {unknown}"
@@ -140,3 +144,84 @@ def test_service_variable_never_selects_everything_in_loki() -> None:
     (service,) = [v for v in dashboard()["templating"]["list"] if v["name"] == "service"]
     assert service["includeAll"] and service["allValue"] == ".+"
     assert promql_metric_names(service["definition"].replace("label_values(", "").split(",")[0]) <= SERIES_NAMES
+
+
+# --- either shipper ---------------------------------------------------------------------------------------------
+
+LOGPIPE_ONLY_ROW = "logpipe only"
+
+
+def rows() -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each row with the panels under it (rows are not collapsed: their panels follow them by position)."""
+    items = sorted(panels(dashboard()["panels"]), key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    out: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    for panel in items:
+        if panel["type"] == "row":
+            assert not panel.get("collapsed"), panel["title"]
+            out.append((panel, []))
+        else:
+            out[-1][1].append(panel)
+    return out
+
+
+def queries() -> list[tuple[str, str, str, str]]:
+    """(row title, panel title, legend, PromQL) of every Prometheus query."""
+    found = []
+    for row, members in rows():
+        for panel in members:
+            for target in panel.get("targets", []):
+                if (target.get("datasource") or panel["datasource"])["type"] == "prometheus":
+                    expr = grafana_to_promql(target["expr"])
+                    found.append((row["title"], panel["title"], target.get("legendFormat", ""), expr))
+    return found
+
+
+def test_every_query_returns_data_with_either_shipper() -> None:
+    # Issue 16: under Promtail 20 of 44 queries returned data; every shipper-health panel read logpipe_* only.
+    # A query returns data under a shipper when every metric it needs (either side of an `or`) is served by it.
+    logpipe, promtail = logpipe_series(), promtail_series()
+    for row, title, legend, expr in queries():
+        where = f"{row} / {title} / {legend or expr}"
+        if row.startswith(LOGPIPE_ONLY_ROW):
+            assert promql.returns_data(expr, logpipe), where
+            assert not promql.returns_data(expr, promtail), f"{where}: works with Promtail, move it up"
+            continue
+        if not legend.endswith("(Promtail)"):
+            assert promql.returns_data(expr, logpipe), f"{where}: no data with logpipe"
+        if not legend.endswith("(logpipe)"):
+            assert promql.returns_data(expr, promtail), f"{where}: no data with Promtail"
+
+
+def test_logpipe_only_panels_say_so() -> None:
+    (only,) = [members for row, members in rows() if row["title"].startswith(LOGPIPE_ONLY_ROW)]
+    assert only
+    for panel in only:
+        assert panel["description"].startswith("logpipe only."), panel["title"]
+        if panel["type"] == "stat":
+            assert panel["fieldConfig"]["defaults"]["noValue"] == "logpipe only"
+
+
+def test_queries_group_and_select_by_labels_their_series_carry() -> None:
+    # Promtail's dify_* series carry the entry's stream labels plus the metric's own; logpipe's only the latter.
+    for series in (logpipe_series(), promtail_series()):
+        for row, title, _, expr in queries():
+            assert promql.problems(expr, series) == [], f"{series.job}: {row} / {title}: {expr}"
+
+
+def test_legends_name_labels_of_the_result() -> None:
+    for _, title, legend, expr in queries():
+        wanted = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", legend))
+        if not wanted:
+            continue
+        for series in (logpipe_series(), promtail_series()):
+            if not promql.returns_data(expr, series):
+                continue
+            labels = promql.result_labels(expr, series)
+            # `{{status}}{{status_code}}`: each shipper names the same thing differently.
+            assert labels is None or wanted & labels, f"{series.job}: {title}: {legend} but the result has {labels}"
+
+
+def test_no_query_waits_for_promtail_file_target_metrics() -> None:
+    # docker_sd_configs targets do not register them (clients/pkg/promtail/targets/manager.go).
+    for _, title, _, expr in queries():
+        assert not set(promql.metric_names(expr)) & PROMTAIL_FILE_TARGET_ONLY, title

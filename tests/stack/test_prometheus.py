@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any
 
 import pytest
 
+from tests.stack import promql
 from tests.stack.stackkit import (
     REPO,
     SERIES_NAMES,
     load_yaml,
+    logpipe_series,
     promql_metric_names,
+    promtail_series,
     recording_rules,
     run,
     tool,
@@ -87,10 +91,58 @@ def test_alert_is_actionable(name: str) -> None:
 
 
 def test_rules_use_only_known_metrics() -> None:
-    known = SERIES_NAMES | recording_rules()
+    known = SERIES_NAMES | set(promtail_series().labels) | recording_rules()
     for rule in all_rules():
         unknown = promql_metric_names(rule["expr"]) - known
         assert not unknown, f"{rule.get('alert') or rule.get('record')}: unknown metrics {unknown}"
+
+
+#: logpipe's alerts that read logpipe's own metrics, and the alert of promtail.yml that watches the same risk.
+PROMTAIL_EQUIVALENT = {
+    "LogpipeDown": "PromtailDown",
+    "LogpipeDroppingEntries": "PromtailDroppingEntries",
+    "LogpipeLagging": "PromtailPushesFailing",
+    "LogpipeSpoolNearLokiWindow": "PromtailPushesFailing",
+    "LogpipeMetricSeriesCapped": "PromtailMetricSeriesHigh",
+}
+
+
+def test_every_alert_can_fire_with_either_shipper_or_has_an_equivalent() -> None:
+    # Issue 16: an alert that can never fire under Promtail is worse than none, unless another one covers it.
+    logpipe, promtail = logpipe_series(), promtail_series()
+    rules = alerts()
+    for name, rule in rules.items():
+        with_logpipe = promql.returns_data(rule["expr"], logpipe)
+        with_promtail = promql.returns_data(rule["expr"], promtail)
+        if name.startswith("Dify") or name.startswith("LogShipper"):
+            assert with_logpipe and with_promtail, name
+        elif name in PROMTAIL_EQUIVALENT:
+            assert with_logpipe and not with_promtail, name
+            equivalent = rules[PROMTAIL_EQUIVALENT[name]]
+            assert promql.returns_data(equivalent["expr"], promtail), PROMTAIL_EQUIVALENT[name]
+        else:
+            assert name.startswith("Promtail") and with_promtail and not with_logpipe, name
+            assert name in PROMTAIL_EQUIVALENT.values(), f"{name}: which logpipe alert does it stand in for?"
+    promtail_rules = (REPO / "prometheus/rules/promtail.yml").read_text(encoding="utf-8")
+    for logpipe_alert, promtail_alert in PROMTAIL_EQUIVALENT.items():
+        assert re.search(rf"{logpipe_alert} +-> {promtail_alert}\b", promtail_rules), "promtail.yml's header"
+
+
+def test_rules_select_and_group_by_labels_their_series_carry() -> None:
+    for series in (logpipe_series(), promtail_series()):
+        for rule in all_rules():
+            name = rule.get("alert") or rule.get("record")
+            assert promql.problems(rule["expr"], series) == [], f"{series.job}: {name}"
+
+
+def test_annotations_name_labels_of_the_result() -> None:
+    for name, rule in alerts().items():
+        text = " ".join(rule["annotations"].values())
+        wanted = set(re.findall(r"\$labels\.(\w+)", text))
+        for series in (logpipe_series(), promtail_series()):
+            if promql.returns_data(rule["expr"], series):
+                labels = promql.result_labels(rule["expr"], series)
+                assert labels is None or wanted <= labels, (series.job, name, labels)
 
 
 def test_metric_name_check_catches_a_typo() -> None:

@@ -17,24 +17,13 @@ import pytest
 import yaml
 
 from logpipe.event import METADATA_FIELDS
+from tests.stack.promtailsim import expand_env
 from tests.stack.stackkit import REPO, SERIES_NAMES, STREAM_LABELS
 
 RAW = (REPO / "promtail/promtail.yaml").read_text(encoding="utf-8")
 
 TRACE = "6f0b1c3e8a7d4f2e9c4b0a1d2e3f4a5b"
 TENANT = "7c75135d-52f5-4e24-b5f3-6f69dcb64461"
-
-
-def expand_env(text: str, env: dict[str, str]) -> str:
-    """drone/envsubst as Promtail runs it: ${VAR}, ${VAR:-default}; `$$` -> `$`; backslash before / or \\ dropped."""
-
-    def var(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(3)
-        return env.get(name) or (default or "")
-
-    text = re.sub(r"\$\{(\w+)(:-([^}]*))?\}", var, text)
-    text = text.replace("$$", "$")
-    return re.sub(r"\\([/\\])", r"\1", text)
 
 
 def config(**env: str) -> dict[str, Any]:
