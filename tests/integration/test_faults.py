@@ -75,7 +75,7 @@ def test_loki_down_30s_at_5000_lines_per_second(
         expected = Counter(docker_lines(docker_client, box.id))
         assert wait_until(lambda: len(loki.lines(container=name)) >= sum(expected.values()), 120)
         recovered = time.monotonic() - back
-        time.sleep(1)
+        proc.wait_settled(60)
         assert alive, "logpipe died while Loki was down"
         assert spooled > 0, "the outage never reached the spool"
         report(
@@ -119,7 +119,7 @@ def test_429_with_retry_after_then_500(
         for box, name in zip((a, b), names, strict=False):
             expected = Counter(docker_lines(docker_client, box.id))
             assert wait_until(lambda n=name, e=expected: len(loki.lines(container=n)) >= sum(e.values()), 60)
-            time.sleep(0.5)
+            proc.wait_settled()
             report(
                 f"429+500 {name}",
                 loki,
@@ -156,26 +156,35 @@ def test_sigkill_during_spool_replay(
     box = containers.run("api", replay_command(0.05), volumes=mount(tmp_path / "data"))
     box.wait(timeout=60)
     assert wait_until(lambda: proc.metric("logpipe_spool_records") >= 8, 60), "nothing was spooled"
-    loki.delay(0.4)  # slow replay down so the kill lands in the middle of it
+    spooled = proc.metric("logpipe_spool_records")
+    loki.delay(0.3)  # slow the replay down, so that it can be caught in the middle
     loki.up()
+    assert wait_until(lambda: proc.metric("logpipe_spool_records") <= spooled - 2, 60), "the replay never started"
+    held = len(loki.fault_replies)
+    loki.clear_faults()
+    loki.delay(3.0)  # the next push is held (and then stored) while logpipe is killed
+    assert wait_until(lambda: len(loki.fault_replies) > held, 30), "no replay push was held"
     name = f"{containers.project}-api-1"
-    assert wait_until(lambda: len(loki.lines(container=name)) > 0, 30)
-    before = proc.metric("logpipe_spool_records")
-    time.sleep(1.0)
+    at_kill = proc.metric("logpipe_spool_records")
     proc.kill()
     loki.clear_faults()
+    assert 0 < at_kill < spooled, "the kill did not land in the middle of the replay"
     proc.start()
     expected = Counter(docker_lines(docker_client, box.id))
-    assert wait_until(lambda: len(loki.lines(container=name)) >= sum(expected.values()), 90)
-    time.sleep(1.5)
+    assert wait_until(lambda: len(loki.lines(container=name)) >= sum(expected.values()), 120)
+    proc.wait_settled(60)
+    resolved = proc.metric("logpipe_readback_total", result="delivered") + proc.metric(
+        "logpipe_readback_total", result="not_delivered"
+    )
     report(
         "SIGKILL during spool replay",
         loki,
         expected,
         Counter(loki.lines(container=name)),
-        spool_records_at_kill=int(before),
-        readbacks=proc.log_text().count("resolved a push in flight"),
+        spool_records_at_kill=int(at_kill),
+        readbacks=int(resolved),
     )
+    assert resolved >= 1, "the replay in flight at the kill was never read back"
     proc.stop()
 
 
@@ -201,7 +210,7 @@ def _stored_but_unanswered(
     box.wait(timeout=60)
     expected = Counter(docker_lines(docker_client, box.id))
     assert wait_until(lambda: len(loki.lines(container=name)) >= sum(expected.values()), 60)
-    time.sleep(3)
+    proc.wait_settled()
     report(
         title,
         loki,
@@ -268,7 +277,9 @@ def test_disk_full_on_the_state_dir(
         loki.down()
         box = containers.run("api", replay_command(0.05), volumes=mount(tmp_path / "data"))
         assert wait_until(lambda: "spool disk refused" in proc.log_text(), 60), "logpipe never noticed the full disk"
-        time.sleep(2)
+        # It holds the rest in memory now: the readers wait on a full budget (backpressure), alive.
+        budget = 1 * MiB
+        assert wait_until(lambda: proc.metric("logpipe_queue_bytes") >= budget, 30), "no backpressure"
         assert proc.alive(), "logpipe crashed on a full disk"
         refused = proc.log_text().count("spool disk refused")
         loki.up()
@@ -276,7 +287,7 @@ def test_disk_full_on_the_state_dir(
         name = f"{containers.project}-api-1"
         expected = Counter(docker_lines(docker_client, box.id))
         assert wait_until(lambda: len(loki.lines(container=name)) >= sum(expected.values()), 120)
-        time.sleep(1)
+        proc.wait_settled(60)
         report(
             "disk full (block policy)",
             loki,
@@ -319,7 +330,7 @@ def test_dockerd_restart_while_logpipe_runs(
         client.api.stop(box.id, timeout=2)
         expected = Counter(docker_lines(client, box.id))
         assert wait_until(lambda: len(loki.lines(container=name)) >= sum(expected.values()), 90)
-        time.sleep(1)
+        proc.wait_settled()
         report(
             "dockerd restart",
             loki,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -99,9 +99,15 @@ def test_prometheus_reads_the_derived_metrics(
             assert query(web, "sum(dify_log_entries_total)") == {"": 3.0}
             assert query(web, "logpipe_containers_followed") == {"": 1.0}
             # every shipped rule evaluates against live data without errors
-            time.sleep(2)
-            groups = httpx.get(f"{web}/api/v1/rules", timeout=5).json()["data"]["groups"]
-            assert groups, "no rule groups loaded"
+            def rule_groups() -> list[dict[str, Any]]:
+                return list(httpx.get(f"{web}/api/v1/rules", timeout=5).json()["data"]["groups"])
+
+            def all_evaluated() -> bool:
+                rules = [r for g in rule_groups() for r in g["rules"]]
+                return bool(rules) and all(r["health"] != "unknown" for r in rules)
+
+            assert wait_until(all_evaluated, 30, interval=0.5), "the rules were never evaluated"
+            groups = rule_groups()
             unhealthy = [(r["name"], r.get("lastError")) for g in groups for r in g["rules"] if r["health"] == "err"]
             assert unhealthy == []
         finally:

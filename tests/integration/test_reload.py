@@ -86,7 +86,7 @@ def test_reload_while_lines_flow(tmp_path: Path, containers: Containers, docker_
             box.wait(timeout=60)
             expected = Counter(docker_lines(docker_client, box.id))
             assert wait_until(lambda: len(loki.lines(container=name)) >= sum(expected.values()), 30)
-            time.sleep(1)
+            proc.wait_settled()
             entries_total = proc.metric("dify_log_entries_total", service="api", level="info")
             old = proc.metric("app_lines_total", svc="api")
             new = proc.metric("app_lines_total", svc="api", lvl="info")
