@@ -111,7 +111,7 @@ def run(lines: int, metrics_on: bool) -> dict[str, Any]:
     }
 
 
-def bench(short: bool) -> dict[str, Any]:
+def bench(short: bool, only: list[str] | None = None) -> dict[str, Any]:
     lines = 20_000 if short else 200_000
     run(2_000, True)  # warm-up: imports, regex caches
     return {"metrics_on": run(lines, True), "metrics_off": run(lines, False)}
