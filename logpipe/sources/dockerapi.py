@@ -113,7 +113,20 @@ class HttpStream:
         self._lock = threading.Lock()
 
     def read(self) -> bytes:
-        """The next body bytes; b"" at the end of the body, or once `close` was called."""
+        """The next body bytes; b"" at the end of the body, or once `close` was called.
+
+        The connection is closed when the body ends or breaks, so a caller that stops at an error leaks nothing.
+        """
+        try:
+            data = self._next()
+        except DockerUnavailable:
+            self.close()
+            raise
+        if not data:
+            self.close()
+        return data
+
+    def _next(self) -> bytes:
         while not self._ended:
             raw = self._pending or self._receive()
             self._pending = b""
@@ -181,6 +194,7 @@ class EventLines:
                 try:
                     event = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
+                    self._stream.close()
                     raise DockerUnavailable(f"bad event from dockerd: {line[:80]!r}") from exc
                 if isinstance(event, dict):
                     yield event

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,6 +154,28 @@ def test_a_chunked_stream_cut_short_is_a_broken_stream(serve) -> None:
     with pytest.raises(DockerUnavailable, match="closed the stream"):
         stream.read()
     stream.close()
+
+
+def test_a_stream_closes_its_connection_when_it_ends_or_breaks(serve) -> None:
+    # The events loop drops a broken stream without closing it; the socket must not be left to the collector.
+    streams = serve([CHUNKED_HEAD + chunked(b"a"), HOLD], [CHUNKED_HEAD + b"5\r\nab"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ended = streams.logs("c", "0", follow=True)
+        assert read_all_unclosed(ended) == b"a"
+        broken = streams.logs("c", "0", follow=True)
+        with pytest.raises(DockerUnavailable):
+            read_all_unclosed(broken)
+        del ended, broken
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def read_all_unclosed(stream: HttpStream) -> bytes:
+    parts = []
+    while data := stream.read():
+        parts.append(data)
+    return b"".join(parts)
 
 
 def test_a_bad_chunk_size_is_a_broken_stream(serve) -> None:
