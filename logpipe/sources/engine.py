@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import docker
+import docker.constants
 import docker.errors
 import requests
 
@@ -99,16 +100,16 @@ class DockerEngine:
     def __init__(self, host: str = "", timeout_secs: float = 30.0) -> None:
         address = DockerAddress.resolve(host)
         try:
-            self._api = docker.APIClient(
-                base_url=address.base_url or None,
-                version="auto",
-                timeout=int(timeout_secs),
-                tls=address.tls or False,
-                max_pool_size=_POOL,
-            )
-        except docker.errors.DockerException as exc:
-            raise DockerUnavailable(str(exc)) from exc
-        self._streams = DockerStreams(address, self._api.api_version, timeout_secs)
+            # The API version is negotiated once, here; the SDK's calls and the streams both use it.
+            probe = _sdk_client(address, timeout_secs, docker.constants.MINIMUM_DOCKER_API_VERSION)
+            try:
+                version = str(probe.version(api_version=False)["ApiVersion"])
+            finally:
+                probe.close()
+            self._api = _sdk_client(address, timeout_secs, version)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, KeyError) as exc:
+            raise DockerUnavailable(f"cannot talk to dockerd: {exc}") from exc
+        self._streams = DockerStreams(address, version, timeout_secs)
 
     @property
     def api_version(self) -> str:
@@ -149,6 +150,20 @@ class DockerEngine:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._api.close()
+
+
+def _sdk_client(address: DockerAddress, timeout_secs: float, version: str) -> docker.APIClient:
+    api = docker.APIClient(
+        base_url=address.base_url or None,
+        version=version,
+        timeout=int(timeout_secs),
+        tls=address.tls or False,
+        max_pool_size=_POOL,
+    )
+    # Like the streams, the SDK goes straight to the address: no HTTP(S)_PROXY, and no REQUESTS_CA_BUNDLE in
+    # place of DOCKER_CERT_PATH's CA (requests lets it override a session's verify).
+    api.trust_env = False
+    return api
 
 
 @contextlib.contextmanager
