@@ -1,6 +1,6 @@
 """Plain HTTP/1.1 to the Docker Engine API for the two long-lived streams: container logs and events.
 
-The docker SDK serves every other call; these two are read in bulk (256 KiB per `recv_into`) straight from a
+The docker SDK serves every other call; these two are read in bulk (up to 256 KiB per `recv`) straight from a
 socket this module owns, which the SDK's public API does not allow. One request per connection, over the Unix
 socket, TCP or TCP+TLS, resolved from `DOCKER_HOST`, `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` the way the
 docker CLI and SDK read them (or from an explicit host). Chunked transfer encoding is decoded here, so a stream
@@ -106,8 +106,6 @@ class HttpStream:
         self._pending = body_start
         self._dechunk = ChunkedDecoder() if chunked else None
         self._left = length  # bytes still owed by a Content-Length body; None: until the connection closes
-        self._buffer = bytearray(READ_BYTES)
-        self._view = memoryview(self._buffer)
         self._ended = False
         self._closed = False
         self._lock = threading.Lock()
@@ -155,12 +153,13 @@ class HttpStream:
 
     def _receive(self) -> bytes:
         try:
-            n = self._sock.recv_into(self._buffer)
+            # recv, not recv_into a buffer of our own: a buffer per stream would keep 256 KiB resident for every
+            # quiet container, while recv's buffer only lives (untouched) while it waits, then shrinks to the data.
+            return self._sock.recv(READ_BYTES)
         except OSError as exc:
             if self._closed:
                 return b""
             raise DockerUnavailable(f"Docker stream broke: {exc}") from exc
-        return bytes(self._view[:n])
 
     def close(self) -> None:
         """End the stream; a `read` blocked on another thread returns."""
