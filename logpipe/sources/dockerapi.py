@@ -81,16 +81,26 @@ class DockerAddress:
         if self.tls is None:
             return None
         verify = self.tls.verify
-        if verify:
-            cafile = verify if isinstance(verify, str) else self.tls.ca_cert
-            context = ssl.create_default_context(cafile=cafile)
-        else:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.tls.cert:
-            context.load_cert_chain(*self.tls.cert)
+        try:
+            if verify:
+                cafile = verify if isinstance(verify, str) else self.tls.ca_cert
+                context = ssl.create_default_context(cafile=cafile)
+            else:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if self.tls.cert:
+                context.load_cert_chain(*self.tls.cert)
+        except OSError as exc:  # ssl.SSLError too: a file that is not a certificate or key
+            raise DockerUnavailable(f"cannot load the Docker TLS files: {exc}") from exc
         return context
+
+    @property
+    def authority(self) -> str:
+        """The `Host` header: host:port for TCP (IPv6 in brackets), a fixed name for the Unix socket."""
+        if self.unix_path:
+            return "docker"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 class HttpStream:
@@ -210,7 +220,6 @@ class DockerStreams:
         self._prefix = f"/v{api_version}"
         self._timeout = timeout_secs
         self._ssl = address.ssl_context()
-        self._host_header = f"{address.host}:{address.port}" if not address.unix_path else "docker"
 
     def logs(self, container_id: str, since: str, follow: bool) -> HttpStream:
         """`GET /containers/{id}/logs`: both streams, with timestamps, from `since` (seconds.nanoseconds)."""
@@ -228,7 +237,7 @@ class DockerStreams:
         """Send one GET and wait for the response head (under the API timeout); the body then streams untimed."""
         target = f"{self._prefix}{path}?{urllib.parse.urlencode(query)}"
         request = (
-            f"GET {target} HTTP/1.1\r\nHost: {self._host_header}\r\nUser-Agent: logpipe/{__version__}\r\n"
+            f"GET {target} HTTP/1.1\r\nHost: {self._address.authority}\r\nUser-Agent: logpipe/{__version__}\r\n"
             "Accept-Encoding: identity\r\n\r\n"
         ).encode()
         sock = self._connect()

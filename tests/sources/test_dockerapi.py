@@ -35,12 +35,18 @@ def chunked(*parts: bytes) -> bytes:
 class ScriptedDocker:
     """Answers each connection with the next script: bytes to send, floats to pause, HOLD to keep it open."""
 
-    def __init__(self, path: Path, scripts: list[list[bytes | float | str]]) -> None:
+    def __init__(self, path: Path | None, scripts: list[list[bytes | float | str]]) -> None:
         self.path = path
         self.scripts = scripts
         self.requests: list[bytes] = []
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(path))
+        if path is None:  # TCP on 127.0.0.1
+            self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._server.bind(("127.0.0.1", 0))
+            self.docker_host = f"tcp://127.0.0.1:{self._server.getsockname()[1]}"
+        else:
+            self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._server.bind(str(path))
+            self.docker_host = f"unix://{path}"
         self._server.listen(8)
         self._done = threading.Event()
         self._conns: list[socket.socket] = []
@@ -87,10 +93,10 @@ class ScriptedDocker:
 def serve(tmp_path: Path) -> Iterator:
     servers: list[ScriptedDocker] = []
 
-    def make(*scripts: list[bytes | float | str]) -> DockerStreams:
-        server = ScriptedDocker(tmp_path / f"docker{len(servers)}.sock", list(scripts))
+    def make(*scripts: list[bytes | float | str], tcp: bool = False) -> DockerStreams:
+        server = ScriptedDocker(None if tcp else tmp_path / f"docker{len(servers)}.sock", list(scripts))
         servers.append(server)
-        return DockerStreams(DockerAddress.resolve(f"unix://{server.path}"), "1.41", timeout_secs=5)
+        return DockerStreams(DockerAddress.resolve(server.docker_host, {"UNRELATED": "1"}), "1.41", timeout_secs=5)
 
     make.servers = servers  # type: ignore[attr-defined]
     yield make
@@ -115,6 +121,14 @@ def test_the_request_is_a_versioned_get_with_the_query(serve) -> None:
         b"HTTP/1.1\r\n"
     )
     assert b"\r\nHost: docker\r\n" in head
+
+
+def test_plain_tcp_sends_host_and_port(serve) -> None:
+    streams = serve([CHUNKED_HEAD + chunked(b"over tcp\n")], tcp=True)
+    assert read_all(streams.logs("c", "0", follow=False))[0] == b"over tcp\n"
+    port = serve.servers[0].docker_host.rsplit(":", 1)[1]
+    assert f"\r\nHost: 127.0.0.1:{port}\r\n".encode() in serve.servers[0].requests[0]
+    assert DockerAddress.resolve("tcp://[::1]:2375", {"UNRELATED": "1"}).authority == "[::1]:2375"
 
 
 def test_a_chunked_body_is_decoded_whatever_the_packet_boundaries(serve) -> None:
@@ -219,7 +233,7 @@ def test_no_dockerd_is_docker_unavailable(tmp_path: Path) -> None:
 
 def test_a_head_that_never_comes_times_out(serve) -> None:
     server_streams = serve([HOLD])
-    streams = DockerStreams(DockerAddress.resolve(f"unix://{serve.servers[0].path}"), "1.41", timeout_secs=0.3)
+    streams = DockerStreams(DockerAddress.resolve(serve.servers[0].docker_host), "1.41", timeout_secs=0.3)
     del server_streams
     started = time.monotonic()
     with pytest.raises(DockerUnavailable):
@@ -311,6 +325,11 @@ class TestAddress:
     def test_an_explicit_http_url_stays_plain(self, cert_path: Path) -> None:
         env = {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(cert_path)}
         assert DockerAddress.resolve("http://h:2375", env).tls is None
+
+    def test_files_that_are_not_certificates_are_reported(self, cert_path: Path) -> None:
+        env = {"DOCKER_HOST": "tcp://h:2376", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(cert_path)}
+        with pytest.raises(DockerUnavailable, match="TLS files"):
+            DockerAddress.resolve("", env).ssl_context()
 
     def test_missing_certificates_and_unsupported_schemes_are_reported(self, tmp_path: Path) -> None:
         with pytest.raises(DockerUnavailable, match="bad Docker address"):
