@@ -2,8 +2,9 @@
 
 `DockerEngine` is the only code that talks to dockerd. It lists and inspects containers through the SDK's public
 API, and follows the events stream and opens log streams through `dockerapi` (plain HTTP, read in bulk); it never
-creates, starts, stops or changes anything (every call is a GET). The SDK negotiates the API version with the
-daemon once, and the streams use the same version, so a new engine that dropped old API versions still answers.
+creates, starts, stops or changes anything (every call is a GET). The API version is negotiated once (the
+daemon's own, from `/version`) and used by the SDK and the streams alike, so a new engine that dropped old API
+versions still answers.
 Errors from the SDK and from requests are translated into `DockerUnavailable` and `ContainerGone` here.
 """
 
