@@ -1,37 +1,43 @@
-"""The Docker Engine API, as logpipe uses it: read-only calls through the docker SDK.
+"""The Docker Engine API, as logpipe uses it: read-only calls, through the docker SDK and `dockerapi`.
 
-`DockerEngine` is the only code that talks to dockerd. It lists and inspects containers, follows the events
-stream and opens log streams; it never creates, starts, stops or changes anything (every call is a GET). The
-SDK negotiates the API version with the daemon, so a new engine that dropped old API versions still answers.
+`DockerEngine` is the only code that talks to dockerd. It lists and inspects containers through the SDK's public
+API, and follows the events stream and opens log streams through `dockerapi` (plain HTTP, read in bulk); it never
+creates, starts, stops or changes anything (every call is a GET). The API version is negotiated once (the
+daemon's own, from `/version`) and used by the SDK and the streams alike, so a new engine that dropped old API
+versions still answers.
 Errors from the SDK and from requests are translated into `DockerUnavailable` and `ContainerGone` here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import docker
+import docker.constants
 import docker.errors
 import requests
 
+from logpipe.sources.dockerapi import ContainerGone, DockerAddress, DockerStreams, DockerUnavailable
 from logpipe.sources.frames import TimestampParser
+
+__all__ = [
+    "PROJECT_LABEL",
+    "SERVICE_LABEL",
+    "ContainerGone",
+    "ContainerInfo",
+    "DockerEngine",
+    "DockerUnavailable",
+    "EventStream",
+    "LogStream",
+]
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
-#: Each followed container holds one pooled connection for as long as it runs.
-_POOL = 256
-
-
-class DockerUnavailable(Exception):
-    """dockerd cannot be reached or answered with a server error."""
-
-
-class ContainerGone(Exception):
-    """The container no longer exists (destroyed)."""
+#: Concurrent short calls (inspect after events, reconciliation beside followers); the streams have their own.
+_POOL = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +75,9 @@ class ContainerInfo:
 
 
 class LogStream(Protocol):
-    """An open `/logs` response: raw body bytes, decoded from HTTP framing by the reader."""
+    """An open `/logs` response. `read` blocks for the next body bytes and returns b"" at the end of the stream;
+    `close` may be called from another thread and makes a blocked `read` return. When `chunked` is true the bytes
+    still carry HTTP chunked framing for the reader to decode (the streams `DockerEngine` opens never do)."""
 
     chunked: bool
 
@@ -78,56 +86,35 @@ class LogStream(Protocol):
     def close(self) -> None: ...
 
 
-class _HttpLogStream:
-    def __init__(self, response: requests.Response) -> None:
-        self._response = response
-        fp: Any = response.raw._fp  # http.client.HTTPResponse: we read its socket file in bulk, not frame by frame
-        if fp is None:
-            raise DockerUnavailable("log stream has no body")
-        self.chunked = bool(getattr(fp, "chunked", False))
-        self._read1 = fp.fp.read1 if self.chunked else fp.read1
-        self._sock: socket.socket | None = getattr(getattr(fp.fp, "raw", None), "_sock", None)
-
-    def read(self) -> bytes:
-        try:
-            data: bytes = self._read1(256 * 1024)
-        except (OSError, ValueError, AttributeError) as exc:  # closed underneath us by close()
-            raise DockerUnavailable(f"log stream broke: {exc}") from exc
-        return data
-
-    def close(self) -> None:
-        # shutdown() wakes a reader blocked in recv on another thread; close() alone would not.
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(Exception):
-            self._response.close()
-
-
 class EventStream(Protocol):
+    """Docker events as dicts; iteration blocks for the next one and ends when the stream ends or is closed."""
+
     def __iter__(self) -> Iterator[dict[str, Any]]: ...
 
     def close(self) -> None: ...
 
 
 class DockerEngine:
-    """Read-only access to one dockerd. Thread-safe: each call uses the SDK's pooled HTTP session."""
+    """Read-only access to one dockerd. Thread-safe: the SDK's calls share a pooled HTTP session, and every
+    stream has a connection of its own."""
 
     def __init__(self, host: str = "", timeout_secs: float = 30.0) -> None:
+        address = DockerAddress.resolve(host)
         try:
-            if host:
-                self._client = docker.DockerClient(
-                    base_url=host, version="auto", timeout=int(timeout_secs), max_pool_size=_POOL
-                )
-            else:
-                self._client = docker.from_env(version="auto", timeout=int(timeout_secs), max_pool_size=_POOL)
-        except docker.errors.DockerException as exc:
-            raise DockerUnavailable(str(exc)) from exc
-        self._api = self._client.api
+            # The API version is negotiated once, here; the SDK's calls and the streams both use it.
+            probe = _sdk_client(address, timeout_secs, docker.constants.MINIMUM_DOCKER_API_VERSION)
+            try:
+                version = str(probe.version(api_version=False)["ApiVersion"])
+            finally:
+                probe.close()
+            self._api = _sdk_client(address, timeout_secs, version)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, KeyError) as exc:
+            raise DockerUnavailable(f"cannot talk to dockerd: {exc}") from exc
+        self._streams = DockerStreams(address, version, timeout_secs)
 
     @property
     def api_version(self) -> str:
-        return str(self._api.api_version)
+        return self._api.api_version
 
     def info(self) -> dict[str, Any]:
         with _translated():
@@ -151,36 +138,33 @@ class DockerEngine:
 
     def events(self, since: float | None = None) -> EventStream:
         """Container events from now (or `since`), as decoded dicts. Iteration blocks; close() ends it."""
-        with _translated():
-            stream = self._api.events(since=since, decode=True, filters={"type": "container"})
-        return _Events(stream)
+        return self._streams.events(since)
 
     def open_logs(self, container_id: str, since: str, follow: bool = True) -> LogStream:
-        """Open the log stream of a container: both streams, with timestamps, from `since` (seconds.nanos)."""
-        params = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow), "since": since}
-        url = self._api._url("/containers/{0}/logs", container_id)
-        with _translated():
-            # timeout=None: a quiet container may print nothing for hours; stop() closes the socket instead.
-            response = self._api._get(url, params=params, stream=True, timeout=None)
-            self._api._raise_for_status(response)
-        return _HttpLogStream(response)
+        """Open the log stream of a container: both streams, with timestamps, from `since` (seconds.nanos).
+
+        The stream hands out the body without HTTP framing (`chunked` is False). ContainerGone when it does not
+        exist; DockerUnavailable for everything else that goes wrong, then or while reading.
+        """
+        return self._streams.logs(container_id, since, follow)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._client.close()
+            self._api.close()
 
 
-class _Events:
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        with _translated():
-            yield from self._stream
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._stream.close()
+def _sdk_client(address: DockerAddress, timeout_secs: float, version: str) -> docker.APIClient:
+    api = docker.APIClient(
+        base_url=address.base_url or None,
+        version=version,
+        timeout=int(timeout_secs),
+        tls=address.tls or False,
+        max_pool_size=_POOL,
+    )
+    # Like the streams, the SDK goes straight to the address: no HTTP(S)_PROXY, and no REQUESTS_CA_BUNDLE in
+    # place of DOCKER_CERT_PATH's CA (requests lets it override a session's verify).
+    api.trust_env = False
+    return api
 
 
 @contextlib.contextmanager
@@ -193,5 +177,5 @@ def _translated() -> Iterator[None]:
         raise DockerUnavailable(str(exc)) from exc
     except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as exc:
         raise DockerUnavailable(str(exc)) from exc
-    except ValueError as exc:  # the SDK's JSON decoder on a stream cut in the middle of an object
+    except ValueError as exc:  # a JSON answer cut short
         raise DockerUnavailable(f"bad response: {exc}") from exc
