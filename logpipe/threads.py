@@ -11,6 +11,9 @@ running without having finished or crashed (killed by something that is not an e
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import logging
 import threading
 import time
@@ -35,6 +38,22 @@ KINDS = (
     "config_watcher",
     "resolver",
 )
+
+
+_PR_SET_NAME = 15
+_libc: ctypes.CDLL | None = None
+try:
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+except OSError:  # not Linux, or no libc to be found: threads keep the process's name
+    _libc = None
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread `name` in the OS too (Linux keeps 15 bytes), so `top -H`, `ps -L` and
+    /proc/<pid>/task/*/comm tell logpipe's threads apart. Does nothing where that is not possible."""
+    if _libc is not None:
+        with contextlib.suppress(AttributeError, OSError):
+            _libc.prctl(_PR_SET_NAME, name.encode("ascii", "replace")[:15], 0, 0, 0)
 
 
 @dataclass(slots=True)
@@ -85,6 +104,7 @@ class Threads:
 
     def guard(self, kind: str, target: Callable[[], None]) -> None:
         """Run `target` on the calling thread (a pool worker): a crash is reported and fails the process."""
+        name_os_thread(threading.current_thread().name)
         try:
             target()
         except Exception as exc:
@@ -120,6 +140,7 @@ class Threads:
         return True
 
     def _run(self, watched: _Watched, target: Callable[[], None], restart: bool, stop: threading.Event | None) -> None:
+        name_os_thread(watched.thread.name)
         backoff = Backoff(0.5, self._max_backoff)
         while True:
             try:

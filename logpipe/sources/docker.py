@@ -25,6 +25,7 @@ from logpipe.event import Position
 from logpipe.sources.engine import ContainerGone, ContainerInfo, DockerEngine, DockerUnavailable, EventStream
 from logpipe.sources.follower import Chunk, Follower, FollowerCallbacks, FollowSettings
 from logpipe.sources.frames import DecodeStats
+from logpipe.threads import name_os_thread
 
 log = logging.getLogger("logpipe.source")
 
@@ -200,6 +201,7 @@ class DockerSource:
             return [f.info for f in self._followers.values() if f.alive]
 
     def _run(self) -> None:
+        name_os_thread("docker-events")
         backoff = Backoff(0.5, self._config.reconnect_max_backoff_secs)
         first = True
         while not self._stop.is_set():

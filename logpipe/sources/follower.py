@@ -17,6 +17,7 @@ from logpipe.backoff import Backoff
 from logpipe.event import Position
 from logpipe.sources.engine import ContainerGone, ContainerInfo, DockerEngine, DockerUnavailable, LogStream
 from logpipe.sources.frames import STREAM_NAMES, ChunkedDecoder, DecodeStats, LogDecoder, StreamFormatError
+from logpipe.threads import name_os_thread
 
 log = logging.getLogger("logpipe.source")
 
@@ -140,6 +141,7 @@ class Follower:
         return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}" if ns else "0"
 
     def _run(self) -> None:
+        name_os_thread(threading.current_thread().name)
         try:
             if self._wait_settled and not self._settle():
                 return
