@@ -34,6 +34,22 @@ def cpu_secs(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def thread_cpu_secs(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (threads of one name summed: push-0, push-1 -> push)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        key = name.rstrip("0123456789_").rstrip("-_") or name
+        if key.startswith("follow-"):
+            key = "follow"
+        out[key] = round(out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / _TICK, 2)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def write_corpus(directory: Path, lines: int, per_part: int, corpus_name: str = "mixed") -> int:
     """The corpus as part files (one container replays them); returns how many lines Docker will store."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -139,13 +155,14 @@ class Bench:
         with DiscardLoki() as loki:
             container = box.run("api", "cat /data/p*", volumes={str(data): {"bind": "/data", "mode": "ro"}})
             container.wait(timeout=600)
-            proc = self._logpipe("backlog", loki, box.project)
+            proc = self._logpipe(f"backlog-{corpus_name}-{lines}", loki, box.project)
             try:
                 started = time.monotonic()
                 proc.start()
                 assert proc.proc is not None
                 finished = _wait_shipped(proc, n, 1200, poll=0.5)
                 cpu = cpu_secs(proc.proc.pid)
+                threads = thread_cpu_secs(proc.proc.pid)
                 return {
                     "lines": n,
                     "catch_up_secs": round(finished - started, 1),
@@ -153,6 +170,7 @@ class Bench:
                     "lines_per_cpu_sec": round(n / cpu),
                     "cpu_secs_per_million_lines": round(cpu / n * 1e6, 1),
                     "peak_rss_mib": round(peak_rss_mib(proc.proc.pid), 1),
+                    "thread_cpu_secs": threads,
                 }
             finally:
                 proc.stop()

@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bench.corpus import dify_corpus
+from bench.jsoncorpus import dify_json_corpus
 from logpipe.config import Config
 from logpipe.metrics import LogMetrics
 from logpipe.pipeline import Pipeline, tune_gc
@@ -26,8 +27,11 @@ from logpipe.telemetry import Telemetry
 CHUNK_LINES = 200  # lines per chunk, as a busy follower hands them on
 
 
-def chunks_of(lines: int, seed: int = 1) -> tuple[list[Chunk], int]:
-    corpus = dify_corpus(lines, seed)
+def chunks_of(lines: int, seed: int = 1, corpus_name: str = "mixed") -> tuple[list[Chunk], int]:
+    if corpus_name == "json":
+        corpus = [("api", "stdout", line) for line in dify_json_corpus(lines)]
+    else:
+        corpus = dify_corpus(lines, seed)
     containers: dict[str, ContainerInfo] = {}
     per_lane: dict[tuple[str, str], list[tuple[int, int, bytes, int]]] = {}
     ts = 1_781_260_200_000_000_000
@@ -61,8 +65,8 @@ def chunks_of(lines: int, seed: int = 1) -> tuple[list[Chunk], int]:
     return chunks, total_bytes
 
 
-def run(lines: int, metrics_on: bool) -> dict[str, Any]:
-    chunks, total_bytes = chunks_of(lines)
+def run(lines: int, metrics_on: bool, corpus_name: str = "mixed") -> dict[str, Any]:
+    chunks, total_bytes = chunks_of(lines, corpus_name=corpus_name)
     config = Config()
     registry = CollectorRegistry()
     telemetry = Telemetry(registry)
@@ -114,4 +118,9 @@ def run(lines: int, metrics_on: bool) -> dict[str, Any]:
 def bench(short: bool, only: list[str] | None = None) -> dict[str, Any]:
     lines = 20_000 if short else 200_000
     run(2_000, True)  # warm-up: imports, regex caches
-    return {"metrics_on": run(lines, True), "metrics_off": run(lines, False)}
+    found = {
+        "json": lambda: run(lines, True, "json"),
+        "metrics_on": lambda: run(lines, True),
+        "metrics_off": lambda: run(lines, False),
+    }
+    return {name: case() for name, case in found.items() if not only or name in only}
