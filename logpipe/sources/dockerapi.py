@@ -106,10 +106,8 @@ class DockerAddress:
 class HttpStream:
     """The body of one streaming response. `read` blocks until bytes arrive; `close` may come from any thread.
 
-    `chunked` is False: HTTP framing is already removed from what `read` returns.
+    HTTP framing (chunked transfer encoding) is already removed from what `read` returns.
     """
-
-    chunked = False
 
     def __init__(self, sock: socket.socket, body_start: bytes, chunked: bool, length: int | None) -> None:
         self._sock = sock
@@ -222,9 +220,14 @@ class DockerStreams:
         self._ssl = address.ssl_context()
 
     def logs(self, container_id: str, since: str, follow: bool) -> HttpStream:
-        """`GET /containers/{id}/logs`: both streams, with timestamps, from `since` (seconds.nanoseconds)."""
+        """`GET /containers/{id}/logs`: both streams, with timestamps, from `since` (seconds.nanoseconds).
+
+        Asked in HTTP/1.0: dockerd then sends the frames as they are and ends the body by closing the connection,
+        instead of wrapping every log line in a chunk of its own (decoding those cost a third of the reader's time
+        on a backlog). The connection serves this one response either way.
+        """
         query = {"stdout": "1", "stderr": "1", "timestamps": "1", "follow": "1" if follow else "0", "since": since}
-        return self.get(f"/containers/{urllib.parse.quote(container_id, safe='')}/logs", query)
+        return self.get(f"/containers/{urllib.parse.quote(container_id, safe='')}/logs", query, version="1.0")
 
     def events(self, since: float | None = None) -> EventLines:
         """`GET /events` for containers, from now (or `since`, epoch seconds)."""
@@ -233,11 +236,11 @@ class DockerStreams:
             query["since"] = f"{since:.9f}"
         return EventLines(self.get("/events", query))
 
-    def get(self, path: str, query: Mapping[str, str]) -> HttpStream:
+    def get(self, path: str, query: Mapping[str, str], version: str = "1.1") -> HttpStream:
         """Send one GET and wait for the response head (under the API timeout); the body then streams untimed."""
         target = f"{self._prefix}{path}?{urllib.parse.urlencode(query)}"
         request = (
-            f"GET {target} HTTP/1.1\r\nHost: {self._address.authority}\r\nUser-Agent: logpipe/{__version__}\r\n"
+            f"GET {target} HTTP/{version}\r\nHost: {self._address.authority}\r\nUser-Agent: logpipe/{__version__}\r\n"
             "Accept-Encoding: identity\r\n\r\n"
         ).encode()
         sock = self._connect()

@@ -76,10 +76,7 @@ class ContainerInfo:
 
 class LogStream(Protocol):
     """An open `/logs` response. `read` blocks for the next body bytes and returns b"" at the end of the stream;
-    `close` may be called from another thread and makes a blocked `read` return. When `chunked` is true the bytes
-    still carry HTTP chunked framing for the reader to decode (the streams `DockerEngine` opens never do)."""
-
-    chunked: bool
+    `close` may be called from another thread and makes a blocked `read` return. The bytes carry no HTTP framing."""
 
     def read(self) -> bytes: ...
 
@@ -143,7 +140,7 @@ class DockerEngine:
     def open_logs(self, container_id: str, since: str, follow: bool = True) -> LogStream:
         """Open the log stream of a container: both streams, with timestamps, from `since` (seconds.nanos).
 
-        The stream hands out the body without HTTP framing (`chunked` is False). ContainerGone when it does not
+        The stream hands out the body without HTTP framing. ContainerGone when it does not
         exist; DockerUnavailable for everything else that goes wrong, then or while reading.
         """
         return self._streams.logs(container_id, since, follow)

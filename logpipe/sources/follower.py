@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from logpipe.backoff import Backoff
 from logpipe.event import Position
 from logpipe.sources.engine import ContainerGone, ContainerInfo, DockerEngine, DockerUnavailable, LogStream
-from logpipe.sources.frames import STREAM_NAMES, ChunkedDecoder, DecodeStats, LogDecoder, StreamFormatError
+from logpipe.sources.frames import STREAM_NAMES, DecodeStats, LogDecoder, StreamFormatError
 from logpipe.threads import name_os_thread
 
 log = logging.getLogger("logpipe.source")
@@ -39,8 +39,6 @@ class Chunk:
 
 @dataclass(slots=True)
 class _StreamState:
-    ts: int = 0
-    n: int = 0
     last: Position | None = None  # position of the last line handed on
     skip: Position | None = None  # on (re)open: lines at or before this were handed on already
 
@@ -207,14 +205,13 @@ class Follower:
         # already handed on are dropped by position.
         decoder = self._read(follow=False)
         if decoder is not None and not self._stop.is_set():
-            self._hand_on(decoder.finish(), decoder.stats, rereading=True)
+            self._hand_on(decoder.finish(), decoder.stats, 0, rereading=True)
         return True
 
     def _read(self, follow: bool) -> LogDecoder | None:
         """Read the log from the resume point until the stream ends; the decoder then holds any unfinished line.
         None when the chunks were refused (logpipe is stopping)."""
         for state in self._streams.values():
-            state.ts = state.n = 0
             state.skip = state.last
         stream = self._engine.open_logs(self.info.id, self.since(), follow=follow)
         self._stream = stream
@@ -222,18 +219,14 @@ class Follower:
             decoder = LogDecoder(self.info.tty, self.settings.max_line_bytes)
             if self._stop.is_set():
                 return decoder
-            dechunk = ChunkedDecoder() if stream.chunked else None
             coalesce = self.settings.read_coalesce_secs if follow else 0.0
             while not self._stop.is_set():
-                raw = stream.read()
-                if not raw:
+                data = stream.read()
+                if not data:
                     break
-                data = dechunk.feed(raw) if dechunk is not None else raw
-                if data and not self._hand_on(decoder.feed(data), decoder.stats, rereading=not follow):
+                if not self._hand_on(decoder.feed(data), decoder.stats, len(data), rereading=not follow):
                     return None
-                if dechunk is not None and dechunk.done:
-                    break
-                if coalesce and len(raw) < _COALESCE_BELOW_BYTES:
+                if coalesce and len(data) < _COALESCE_BELOW_BYTES:
                     # Let a trickle accumulate: one wake-up per few ms instead of one per line.
                     self._stop.wait(coalesce)
         finally:
@@ -242,26 +235,31 @@ class Follower:
         return decoder
 
     def _hand_on(
-        self, decoded: dict[int, list[tuple[int, bytes, int]]], stats: DecodeStats, rereading: bool = False
+        self, decoded: dict[int, list[SourceLine]], stats: DecodeStats, size: int, rereading: bool = False
     ) -> bool:
+        """Hand on what one read decoded; `size` is the bytes it came from (the chunks' share of the queue)."""
         # Truncations are counted on lines that survive the resume filter: a stream reopened after a break reads
         # (and cuts) the same long line again, and that is one truncated line, not two. `rereading` (the final read
         # of a stopped container): partials and timestamps count only where new lines were handed on.
         truncated = handed = 0
+        count_cut = stats.truncated > 0
+        total = sum(len(lines) for lines in decoded.values()) or 1
         try:
             for stream_id, lines in decoded.items():
                 if not lines:
                     continue
                 name = STREAM_NAMES[stream_id]
                 state = self._streams[name]
-                positioned, size = _positions(state, lines)
-                if not positioned:
-                    continue
-                if not self._cb.emit(Chunk(self.info, name, positioned, size)):
+                if state.skip is not None:
+                    lines = _after_resume_point(state, lines)
+                    if not lines:
+                        continue
+                if not self._cb.emit(Chunk(self.info, name, lines, size * len(lines) // total)):
                     return False
-                truncated += sum(1 for line in positioned if line[3])
-                handed += len(positioned)
-                last = positioned[-1]
+                if count_cut:
+                    truncated += sum(1 for line in lines if line[3])
+                handed += len(lines)
+                last = lines[-1]
                 state.last = (last[0], last[1])
             return True
         finally:
@@ -271,21 +269,12 @@ class Follower:
             stats.partials_joined = stats.truncated = stats.bad_timestamps = 0
 
 
-def _positions(state: _StreamState, lines: list[tuple[int, bytes, int]]) -> tuple[list[SourceLine], int]:
-    """Number the lines of one stream by timestamp and drop those at or before the resume point."""
-    ts0, n, skip = state.ts, state.n, state.skip
-    out: list[SourceLine] = []
-    size = 0
-    for ts, content, cut in lines:
-        if ts == ts0:
-            n += 1
-        else:
-            ts0, n = ts, 1
-        if skip is not None:
-            if ts < skip[0] or (ts == skip[0] and n <= skip[1]):
-                continue
-            skip = None
-        out.append((ts, n, content, cut))
-        size += len(content)
-    state.ts, state.n, state.skip = ts0, n, skip
-    return out, size
+def _after_resume_point(state: _StreamState, lines: list[SourceLine]) -> list[SourceLine]:
+    """The lines after the position a reopened stream resumes from (earlier ones were handed on already)."""
+    skip = state.skip
+    assert skip is not None
+    for i, (ts, n, _content, _cut) in enumerate(lines):
+        if ts > skip[0] or (ts == skip[0] and n > skip[1]):
+            state.skip = None
+            return lines[i:]
+    return []

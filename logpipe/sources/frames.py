@@ -21,8 +21,12 @@ STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 #: Docker splits a message into partial messages of this many bytes of content.
 PARTIAL_SIZE = 16 * 1024
 
-#: One decoded line: (Docker timestamp ns, content without the newline, bytes cut off by truncation).
-Line = tuple[int, bytes, int]
+#: One decoded line: (Docker timestamp ns, ordinal among its stream's lines with that timestamp, content without
+#: the newline, bytes cut off by truncation).
+Line = tuple[int, int, bytes, int]
+
+#: What an `n`-digit fraction of a second is multiplied by to give nanoseconds.
+_FRACTION_SCALE = tuple(10 ** (9 - digits) if digits <= 9 else 0 for digits in range(10))
 
 _HEADER = struct.Struct(">BxxxL")
 
@@ -131,13 +135,17 @@ class DecodeStats:
 
 
 class LogDecoder:
-    """Turns a container's (de-chunked) log stream into complete lines per stream.
+    """Turns a container's (de-chunked) log stream into complete, numbered lines per stream.
 
     `feed` takes any slice of the byte stream and returns the lines completed by it, per stream id
-    (1 = stdout, 2 = stderr). A TTY container has no frame headers: everything is stdout. Lines longer than
-    `max_line_bytes` keep their first `max_line_bytes` bytes and report how many were cut. `finish` returns a
-    partial line left at the end of the stream (Docker ends a stream without the final newline when the
-    container exits mid-line).
+    (1 = stdout, 2 = stderr), as `(timestamp ns, ordinal at that timestamp, content, bytes cut off)`: the ordinal
+    counts the lines of that stream with exactly that timestamp, from 1, in the order this decoder saw them. A
+    TTY container has no frame headers: everything is stdout. Lines longer than `max_line_bytes` keep their first
+    `max_line_bytes` bytes and report how many were cut. `finish` returns a partial line left at the end of the
+    stream (Docker ends a stream without the final newline when the container exits mid-line).
+
+    The common frame (a whole line, no partial message open, a timestamp in the same second as the last one) is
+    decoded inline with one slice; anything else takes the general path.
     """
 
     def __init__(self, tty: bool, max_line_bytes: int) -> None:
@@ -146,8 +154,13 @@ class LogDecoder:
         self.stats = DecodeStats()
         self._ts = TimestampParser()
         self._buf = b""
-        self._last_ts = {STDOUT: 0, STDERR: 0}
+        self._last_ts = [0, 0, 0]  # per stream id: the last good timestamp (a bad one borrows it)
+        self._line_ts = [0, 0, 0]  # per stream id: the timestamp of the last line handed out ...
+        self._line_n = [0, 0, 0]  # ... and its ordinal
         self._partial = {STDOUT: _Partial(), STDERR: _Partial()}
+        self._partials_open = 0
+        self._prefix = b""  # `2026-06-12T10:32:01.` of the last fractional timestamp read
+        self._second_ns = 0  # that second, in ns
 
     def feed(self, data: bytes) -> dict[int, list[Line]]:
         out: dict[int, list[Line]] = {STDOUT: [], STDERR: []}
@@ -166,28 +179,72 @@ class LogDecoder:
         self._buf = b""
         for stream, partial in self._partial.items():
             if partial.active:
-                self._complete(partial, out[stream])
+                self._complete(stream, partial, out[stream])
         return out
 
     def _feed_frames(self, buf: bytes, out: dict[int, list[Line]]) -> bytes:
         pos = 0
         end = len(buf)
         unpack = _HEADER.unpack_from
+        max_line = self.max_line_bytes
+        line_ts, line_n, last_ts = self._line_ts, self._line_n, self._last_ts
+        prefix, second_ns = self._prefix, self._second_ns
         while end - pos >= 8:
             stream, length = unpack(buf, pos)
-            stop = pos + 8 + length
+            start = pos + 8
+            stop = start + length
             if stop > end:
                 break
-            payload = buf[pos + 8 : stop]
             pos = stop
             if stream not in (STDOUT, STDERR):
                 stream = STDOUT
-            self._payload(stream, payload, out[stream])
+            space = buf.find(b" ", start, start + 40)
+            if (
+                space > start + 20
+                and not self._partials_open
+                and buf[stop - 1] == 10  # ends with a newline: a whole line
+                and buf[space - 1] == 90  # "Z"
+                and stop - space - 2 <= max_line
+                and prefix
+                and buf.startswith(prefix, start)
+            ):
+                fraction = buf[start + 20 : space - 1]
+                if fraction.isdigit() and len(fraction) <= 9:
+                    ts = second_ns + int(fraction) * _FRACTION_SCALE[len(fraction)]
+                    last_ts[stream] = ts
+                    if ts == line_ts[stream]:
+                        n = line_n[stream] + 1
+                    else:
+                        n = 1
+                        line_ts[stream] = ts
+                    line_n[stream] = n
+                    out[stream].append((ts, n, buf[space + 1 : stop - 1], 0))
+                    continue
+            self._payload(stream, buf[start:stop], out[stream])
+            prefix, second_ns = self._prefix, self._second_ns
         return buf[pos:]
+
+    def _timestamp(self, text: bytes) -> int | None:
+        ts = self._ts.parse(text)
+        if ts is not None and text[19:20] == b"." and len(text) > 21:
+            # Remember the second for the inline path: the next frames are almost always in it.
+            fraction = text[20:-1]
+            self._prefix = text[:20]
+            self._second_ns = ts - int(fraction) * _FRACTION_SCALE[len(fraction)]
+        return ts
+
+    def _emit(self, stream: int, ts: int, content: bytes, cut: int, out: list[Line]) -> None:
+        if ts == self._line_ts[stream]:
+            n = self._line_n[stream] + 1
+        else:
+            n = 1
+            self._line_ts[stream] = ts
+        self._line_n[stream] = n
+        out.append((ts, n, content, cut))
 
     def _payload(self, stream: int, payload: bytes, out: list[Line]) -> None:
         space = payload.find(b" ", 0, 40)
-        ts = self._ts.parse(payload[:space]) if space > 0 else None
+        ts = self._timestamp(payload[:space]) if space > 0 else None
         if ts is None:
             self.stats.bad_timestamps += 1
             ts = self._last_ts[stream]
@@ -200,19 +257,20 @@ class LogDecoder:
             if partial.active:
                 self._append(partial, content[:-1])
                 self.stats.partials_joined += 1
-                self._complete(partial, out)
-            elif len(content) <= self.max_line_bytes:
-                out.append((ts, content[:-1], 0))
+                self._complete(stream, partial, out)
+            elif len(content) - 1 <= self.max_line_bytes:
+                self._emit(stream, ts, content[:-1], 0, out)
             else:
                 cut = len(content) - 1 - self.max_line_bytes
                 self.stats.truncated += 1
-                out.append((ts, content[: self.max_line_bytes], cut))
+                self._emit(stream, ts, content[: self.max_line_bytes], cut, out)
         else:
             if partial.active:
                 self.stats.partials_joined += 1
             else:
                 partial.active = True
                 partial.ts = ts
+                self._partials_open += 1
             self._append(partial, content)
 
     def _append(self, partial: _Partial, content: bytes) -> None:
@@ -226,13 +284,14 @@ class LogDecoder:
                 partial.size += room
             partial.cut += len(content) - max(room, 0)
 
-    def _complete(self, partial: _Partial, out: list[Line]) -> None:
+    def _complete(self, stream: int, partial: _Partial, out: list[Line]) -> None:
         if partial.cut:
             self.stats.truncated += 1
-        out.append((partial.ts, b"".join(partial.parts), partial.cut))
+        self._emit(stream, partial.ts, b"".join(partial.parts), partial.cut, out)
         partial.parts = []
         partial.size = partial.cut = 0
         partial.active = False
+        self._partials_open -= 1
 
     def _feed_tty(self, buf: bytes, out: list[Line]) -> bytes:
         lines = buf.split(b"\n")
@@ -244,8 +303,9 @@ class LogDecoder:
             partial = self._partial[STDOUT]
             if not partial.active:
                 space = rest.find(b" ", 0, 40)
-                ts = self._ts.parse(rest[:space]) if space > 0 else None
+                ts = self._timestamp(rest[:space]) if space > 0 else None
                 partial.active = True
+                self._partials_open += 1
                 partial.ts = ts if ts is not None else self._last_ts[STDOUT]
                 rest = rest[space + 1 :] if ts is not None else rest
             self._append(partial, rest)
@@ -257,10 +317,10 @@ class LogDecoder:
         if partial.active:
             # The tail of an over-long line that was cut while it streamed.
             self._append(partial, raw[:-1] if raw.endswith(b"\r") else raw)
-            self._complete(partial, out)
+            self._complete(STDOUT, partial, out)
             return
         space = raw.find(b" ", 0, 40)
-        ts = self._ts.parse(raw[:space]) if space > 0 else None
+        ts = self._timestamp(raw[:space]) if space > 0 else None
         if ts is None:
             self.stats.bad_timestamps += 1
             ts, content = self._last_ts[STDOUT], raw
@@ -276,7 +336,7 @@ class LogDecoder:
             cut = len(content) - self.max_line_bytes
             content = content[: self.max_line_bytes]
             self.stats.truncated += 1
-        out.append((ts, content, cut))
+        self._emit(STDOUT, ts, content, cut, out)
 
     def _unglue(self, prefix: bytes, content: bytes) -> bytes:
         """On a TTY, Docker writes each 16 KiB partial message with its own copy of the line's timestamp."""

@@ -15,6 +15,7 @@ from logpipe.sources.frames import (
     STDERR,
     STDOUT,
     ChunkedDecoder,
+    Line,
     LogDecoder,
     StreamFormatError,
     TimestampParser,
@@ -56,8 +57,8 @@ def chunked(body: bytes, sizes: list[int]) -> bytes:
     return out + b"0\r\n\r\n"
 
 
-def feed_in_pieces(decoder: LogDecoder, data: bytes, cuts: list[int]) -> dict[int, list[tuple[int, bytes, int]]]:
-    out: dict[int, list[tuple[int, bytes, int]]] = {STDOUT: [], STDERR: []}
+def feed_in_pieces(decoder: LogDecoder, data: bytes, cuts: list[int]) -> dict[int, list[Line]]:
+    out: dict[int, list[Line]] = {STDOUT: [], STDERR: []}
     pos = 0
     for cut in [*sorted(set(cuts)), len(data)]:
         for stream, lines in decoder.feed(data[pos:cut]).items():
@@ -102,14 +103,14 @@ class TestFrames:
     def test_lines_per_stream_with_timestamps(self) -> None:
         data = docker_frames(STDOUT, BASE_NS + 1, b"one") + docker_frames(STDERR, BASE_NS + 2, b"two")
         out = LogDecoder(tty=False, max_line_bytes=1 << 20).feed(data)
-        assert out[STDOUT] == [(BASE_NS + 1, b"one", 0)]
-        assert out[STDERR] == [(BASE_NS + 2, b"two", 0)]
+        assert out[STDOUT] == [(BASE_NS + 1, 1, b"one", 0)]
+        assert out[STDERR] == [(BASE_NS + 2, 1, b"two", 0)]
 
     def test_partial_frames_join_into_one_line(self) -> None:
         content = b"x" * 40_000
         decoder = LogDecoder(tty=False, max_line_bytes=1 << 20)
         out = decoder.feed(docker_frames(STDOUT, BASE_NS, content))
-        assert out[STDOUT] == [(BASE_NS, content, 0)]
+        assert out[STDOUT] == [(BASE_NS, 1, content, 0)]
         assert decoder.stats.partials_joined == 2
 
     def test_interleaved_partials_of_both_streams(self) -> None:
@@ -120,25 +121,25 @@ class TestFrames:
         split_b = 8 + 31 + PARTIAL_SIZE
         data = fa[:split_a] + fb[:split_b] + fa[split_a:] + fb[split_b:]
         out = LogDecoder(tty=False, max_line_bytes=1 << 20).feed(data)
-        assert out[STDOUT] == [(BASE_NS, a, 0)]
-        assert out[STDERR] == [(BASE_NS + 5, b, 0)]
+        assert out[STDOUT] == [(BASE_NS, 1, a, 0)]
+        assert out[STDERR] == [(BASE_NS + 5, 1, b, 0)]
 
     def test_long_line_is_truncated_and_counted(self) -> None:
         decoder = LogDecoder(tty=False, max_line_bytes=20_000)
         out = decoder.feed(docker_frames(STDOUT, BASE_NS, b"y" * 50_000) + docker_frames(STDOUT, BASE_NS + 9, b"z"))
-        assert out[STDOUT] == [(BASE_NS, b"y" * 20_000, 30_000), (BASE_NS + 9, b"z", 0)]
+        assert out[STDOUT] == [(BASE_NS, 1, b"y" * 20_000, 30_000), (BASE_NS + 9, 1, b"z", 0)]
         assert decoder.stats.truncated == 1
 
     def test_unterminated_line_is_flushed_at_the_end(self) -> None:
         decoder = LogDecoder(tty=False, max_line_bytes=1 << 20)
         assert decoder.feed(frame(STDOUT, ts_text(BASE_NS) + b" no newline")) == {STDOUT: [], STDERR: []}
-        assert decoder.finish()[STDOUT] == [(BASE_NS, b"no newline", 0)]
+        assert decoder.finish()[STDOUT] == [(BASE_NS, 1, b"no newline", 0)]
 
     def test_frame_without_timestamp_keeps_its_bytes(self) -> None:
         decoder = LogDecoder(tty=False, max_line_bytes=1 << 20)
         decoder.feed(docker_frames(STDOUT, BASE_NS, b"first"))
         out = decoder.feed(frame(STDOUT, b"garbage without a timestamp\n"))
-        assert out[STDOUT] == [(BASE_NS, b"garbage without a timestamp", 0)]
+        assert out[STDOUT] == [(BASE_NS, 2, b"garbage without a timestamp", 0)]  # borrows the last good timestamp
         assert decoder.stats.bad_timestamps == 1
 
     @settings(max_examples=150, deadline=None)
@@ -161,11 +162,39 @@ class TestFrames:
         pos = 0
         for cut in [*sorted({c for c in cuts if c < len(wire)}), len(wire)]:
             for stream, decoded in decoder.feed(dechunk.feed(wire[pos:cut])).items():
-                got[stream].extend(content for _, content, _ in decoded)
+                got[stream].extend(content for _, _, content, _ in decoded)
             pos = cut
         assert dechunk.done
         for stream in (STDOUT, STDERR):
             assert got[stream] == [c for s, c in lines if s == stream]
+
+
+    def test_lines_sharing_a_timestamp_are_numbered_per_stream(self) -> None:
+        # Docker stamps lines written together with one timestamp: the ordinal tells them apart (the cursor).
+        data = (
+            docker_frames(STDOUT, BASE_NS, b"a")
+            + docker_frames(STDERR, BASE_NS, b"e")
+            + docker_frames(STDOUT, BASE_NS, b"b")
+            + docker_frames(STDOUT, BASE_NS + 1, b"c")
+            + docker_frames(STDOUT, BASE_NS, b"back in time")
+        )
+        decoder = LogDecoder(tty=False, max_line_bytes=1 << 20)
+        out = feed_in_pieces(decoder, data, [50, 51, 120])
+        assert out[STDOUT] == [
+            (BASE_NS, 1, b"a", 0),
+            (BASE_NS, 2, b"b", 0),
+            (BASE_NS + 1, 1, b"c", 0),
+            (BASE_NS, 1, b"back in time", 0),
+        ]
+        assert out[STDERR] == [(BASE_NS, 1, b"e", 0)]
+
+    def test_a_line_of_exactly_the_limit_is_not_truncated(self) -> None:
+        decoder = LogDecoder(tty=False, max_line_bytes=1024)
+        line = b"x" * 1024
+        slow = frame(STDOUT, ts_text(BASE_NS)[:19] + b"Z " + line + b"\n")  # no fraction: the general path
+        out = decoder.feed(docker_frames(STDOUT, BASE_NS + 5, line) + slow)
+        assert [entry[2:] for entry in out[STDOUT]] == [(line, 0), (line, 0)]
+        assert decoder.stats.truncated == 0
 
 
 class TestTty:
@@ -177,7 +206,7 @@ class TestTty:
         data = b"".join(prefix + p for p in pieces) + b"\r\n" + ts_text(BASE_NS + 7) + b" next\r\n"
         decoder = LogDecoder(tty=True, max_line_bytes=1 << 20)
         out = feed_in_pieces(decoder, data, [5, 16_500, 33_000])
-        assert out[STDOUT] == [(BASE_NS, content, 0), (BASE_NS + 7, b"next", 0)]
+        assert out[STDOUT] == [(BASE_NS, 1, content, 0), (BASE_NS + 7, 1, b"next", 0)]
         assert decoder.stats.partials_joined == 2
 
     def test_endless_line_stays_bounded(self) -> None:
@@ -188,6 +217,6 @@ class TestTty:
             assert len(decoder._buf) < 200_000  # memory stays bounded while the line goes on
         out = decoder.feed(b"end\r\n" + ts_text(BASE_NS + 1) + b" after\r\n")
         assert out[STDOUT][0][0] == BASE_NS
-        assert out[STDOUT][0][1] == b"z" * 10_000
-        assert out[STDOUT][0][2] == 50 * 100_000 + 3 - 10_000
-        assert out[STDOUT][1] == (BASE_NS + 1, b"after", 0)
+        assert out[STDOUT][0][2] == b"z" * 10_000
+        assert out[STDOUT][0][3] == 50 * 100_000 + 3 - 10_000
+        assert out[STDOUT][1] == (BASE_NS + 1, 1, b"after", 0)

@@ -46,8 +46,6 @@ class FakeContainer:
 
 
 class FakeLogStream:
-    chunked = False
-
     def __init__(self, engine: FakeEngine, container: FakeContainer, since_ns: int, follow: bool) -> None:
         self._engine = engine
         self._container = container
