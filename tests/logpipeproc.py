@@ -124,6 +124,30 @@ class LogpipeProcess:
         key = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         return self.metrics().get(f"{name}{{{key}}}" if key else name, 0.0)
 
+    def wait_settled(self, timeout: float = 30.0) -> None:
+        """Until logpipe holds nothing unacknowledged, twice in a row: every entry it built was sent (or dropped and
+        counted), nothing waits in memory or in the spool, no push is in flight. Whatever logpipe would send again
+        (a duplicate) is then on its way already; call after the expected lines have arrived."""
+        deadline = time.monotonic() + timeout
+        calm = 0
+        while time.monotonic() < deadline:
+            m = self.metrics()
+            done = m.get("logpipe_entries_sent_total", 0) + sum(
+                v for k, v in m.items() if k.startswith("logpipe_entries_dropped_total")
+            )
+            idle = (
+                m.get("logpipe_queue_bytes", 1) == 0
+                and m.get("logpipe_queue_entries", 1) == 0
+                and m.get("logpipe_pushes_in_flight", 1) == 0
+                and m.get("logpipe_spool_records", 0) == 0
+                and done >= m.get("logpipe_entries_read_total", 0)
+            )
+            calm = calm + 1 if idle else 0
+            if calm >= 2:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"logpipe did not settle within {timeout}s:\n{self.log_text()[-2000:]}")
+
     def peak_rss_mib(self) -> float:
         assert self.proc is not None
         return peak_rss_mib(self.proc.pid)
