@@ -308,6 +308,45 @@ def test_fleet_limits_are_set_deliberately_and_explained() -> None:
     assert limits["allow_structured_metadata"] is True
 
 
+def test_fleet_limits_are_the_ones_docs_fleet_md_explains() -> None:
+    doc = (REPO / "docs/fleet.md").read_text(encoding="utf-8")
+    limits = loki_config()["limits_config"]
+    for key in ("ingestion_rate_mb", "ingestion_burst_size_mb", "per_stream_rate_limit", "max_global_streams_per_user"):
+        assert re.search(rf"`{key}`[^\n]*\b{re.escape(str(limits[key]))}\b", doc), f"{key}: {limits[key]} not in docs"
+
+
+def test_per_host_capacity_figures_are_the_latest_of_docs_performance_md() -> None:
+    # docs/fleet.md derives the fleet's limits from one table of per-host figures; when the benchmark figures in
+    # docs/performance.md change, that table must be updated with them (and the limits looked at again).
+    fleet = (REPO / "docs/fleet.md").read_text(encoding="utf-8")
+    block = fleet.split("<!-- fleet:per-host-figures")[1].split("<!-- /fleet:per-host-figures -->")[0]
+    performance = (REPO / "docs/performance.md").read_text(encoding="utf-8")
+    for row in ("end_to_end, full speed, 300k lines | lines/s", "backlog, 1 M lines waiting at start"):
+        (line,) = [line for line in performance.splitlines() if row in line]
+        dash = "\N{EN DASH}"
+        low, high = re.findall(rf"([\d,.]+){dash}([\d,.]+)", line)[-1]  # the row's last range: lines/s
+        assert re.search(rf"{re.escape(low)}\s*{dash}\s*{re.escape(high)}", block), f"{low} to {high} ({row})"
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a page's headings."""
+    return {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", markdown, re.MULTILINE)
+    }
+
+
+def test_the_readme_links_the_fleet_page_and_its_links_resolve() -> None:
+    assert "](docs/fleet.md)" in (REPO / "README.md").read_text(encoding="utf-8")
+    docs = REPO / "docs"
+    for page in ("fleet.md", "stack.md"):
+        for target in re.findall(r"\]\(([^)#]+\.md)(?:#([\w-]+))?\)", (docs / page).read_text(encoding="utf-8")):
+            path, fragment = target
+            assert (docs / path).exists(), f"{page}: {path}"
+            if fragment:
+                assert fragment in _anchors((docs / path).read_text(encoding="utf-8")), f"{page}: {path}#{fragment}"
+
+
 # --- the gateway -----------------------------------------------------------------------------------------------------
 
 
