@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 
 #: Labels Prometheus adds to every scraped series.
 TARGET_LABELS = frozenset({"job", "instance"})
+#: Labels every series carries in a central Prometheus of many hosts (docs/fleet.md): `host`, from the host's
+#: Prometheus agent (external_labels) or the central scrape config (per target). On a single host they are absent,
+#: which PromQL treats as the empty value: grouping by them is harmless there, and the rules' texts allow for it.
+FLEET_LABELS = frozenset({"host"})
 
 AGGREGATIONS = frozenset(
     {"sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values"}
@@ -249,7 +253,7 @@ def _selector(node: Selector, series: Series) -> _Result:
     known = series.labels[node.name]
     if known is None:
         return _Result(True, None)
-    labels = known | TARGET_LABELS
+    labels = known | TARGET_LABELS | FLEET_LABELS
     problems = [f"{node.name} has no label {label!r}" for label, _, _ in node.matchers if label not in labels]
     return _Result(True, labels, problems)
 
