@@ -30,12 +30,15 @@ TASK_STATES = ("received", "succeeded", "failed", "retry")
 METADATA_FIELDS = ("trace_id", "span_id", "req_id", "tenant_id", "app_id", "task_id")
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class Event:
     """One parsed log record.
 
     `ts_ns` is Docker's timestamp of the record's first line, in nanoseconds since the epoch; `text` is what is
     shipped (lines joined with ``\\n``). `service`, `container` and `stream` come from the source.
+
+    Every record builds one, so it is cheap: the constructor sets the source's fields and any fields given by
+    keyword; every other field reads its class-level default until a reader sets it.
     """
 
     ts_ns: int
@@ -82,9 +85,33 @@ class Event:
     error_type: str | None = None
     timeout_kind: str | None = None
 
+    def __init__(
+        self,
+        ts_ns: int,
+        text: str,
+        service: str = "",
+        container: str = "",
+        stream: str = "stdout",
+        lines: int = 1,
+        truncated: bool = False,
+        **more: object,
+    ) -> None:
+        self.ts_ns = ts_ns
+        self.text = text
+        self.service = service
+        self.container = container
+        self.stream = stream
+        self.lines = lines
+        self.truncated = truncated
+        for name, value in more.items():
+            if name not in _OPTIONAL_FIELDS:
+                raise TypeError(f"Event has no field {name!r}")
+            setattr(self, name, value)
+
 
 #: Every field name of `Event`, for configuration that refers to fields by name (mappings, metric rules).
 EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Event))
+_OPTIONAL_FIELDS = frozenset(EVENT_FIELDS[7:])
 
 #: Fields an operator may set from their own JSON lines, with the type each expects.
 MAPPABLE_FIELDS: dict[str, type] = {

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from logpipe.config import Config
-from logpipe.pipeline import STATE_IDLE_SECS, Pipeline
+from logpipe.event import METADATA_FIELDS, Event
+from logpipe.pipeline import STATE_IDLE_SECS, Pipeline, metadata_of
 from logpipe.sinks.lanes import Lanes
 from logpipe.sources.engine import ContainerInfo
 from logpipe.sources.follower import Chunk
@@ -37,3 +38,11 @@ def test_streams_of_containers_that_went_quiet_are_forgotten_without_losing_an_o
     assert lanes.totals()[1] == 501, "forgetting a stream lost what it held"
     pipeline.process(chunk("c1", "2026-06-12 10:40:00.000 INFO [T] [a.py:1]  - back again"), now + 400)
     assert pipeline.streams == 1
+
+
+def test_structured_metadata_names_every_metadata_field() -> None:
+    event = Event(1, "x")
+    assert metadata_of(event) is None
+    for i, name in enumerate(METADATA_FIELDS):
+        setattr(event, name, f"v{i}")
+    assert metadata_of(event) == {name: f"v{i}" for i, name in enumerate(METADATA_FIELDS)}

@@ -79,6 +79,16 @@ class LogMetrics:
         for rule in state.rules:
             rule.observe(event, now)
 
+    def observe_all(self, events: list[Event]) -> None:
+        """`observe` for each of `events`, in order (one clock reading for them all)."""
+        now = self._clock()
+        state = self._state
+        builtin, prices, rules = self._builtins.observe, state.prices, state.rules
+        for event in events:
+            builtin(event, now, prices)
+            for rule in rules:
+                rule.observe(event, now)
+
     def expire(self) -> int:
         """Remove the series not updated for `series_idle_secs`; return how many were removed."""
         with self._lock:

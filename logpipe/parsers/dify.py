@@ -149,32 +149,57 @@ def parse_banner(event: Event, text: str) -> bool:
 def parse_dify_json(event: Event, obj: dict[str, Any], line: str) -> None:
     """JSON mode (Dify >= 1.11.3): ts, severity, service, caller, message, then optional trace_id, span_id,
     identity, attributes, stack_trace, context, error_source; unknown keys and odd value types are ignored."""
+    # Every api and worker line in JSON mode comes through here: plain lookups, each field tested once.
     get = obj.get
     severity = get("severity")
-    event.level = normalise_level(severity) if isinstance(severity, str) else "unknown"
+    level = LEVEL_NAMES.get(severity) if type(severity) is str else None
+    event.level = level or (normalise_level(severity) if type(severity) is str else "unknown")
     caller = get("caller")
-    if isinstance(caller, str):
-        event.logger_caller = caller
+    if type(caller) is not str:
+        caller = None
+    event.logger_caller = caller
     message = get("message")
-    if not isinstance(message, str):
+    if type(message) is not str:
         message = None
     event.message = message
-    if "trace_id" in obj:
-        event.trace_id = _trace_id(get("trace_id"))
+    trace_id = get("trace_id")
+    if trace_id is not None:
+        # _trace_id, inline: 32 lower-case hex digits, not all zeros
+        event.trace_id = (
+            trace_id
+            if type(trace_id) is str and len(trace_id) == 32 and _HEX32.fullmatch(trace_id) and trace_id.strip("0")
+            else None
+        )
     span_id = get("span_id")
-    if isinstance(span_id, str) and span_id:
+    if span_id and type(span_id) is str:
         event.span_id = span_id
-    if "identity" in obj or "context" in obj or "attributes" in obj:
+    identity = get("identity")
+    if type(identity) is dict:
+        tenant_id = identity.get("tenant_id")
+        if tenant_id and type(tenant_id) is str:
+            event.tenant_id = tenant_id
+        user_id = identity.get("user_id")
+        if user_id and type(user_id) is str:
+            event.user_id = user_id
+    if "context" in obj or "attributes" in obj:
         _json_sections(event, obj)
     if message:
-        _message_fields(event, message, event.logger_caller)
+        _message_fields(event, message, caller)
     stack = get("stack_trace")
-    _add_errors(event, line, stack if isinstance(stack, str) else message or "")
+    # Errors, timeouts and plugin req_ids are in the message and the stack trace; the other fields of a Dify line
+    # (time, caller, ids) never carry them, so only those two are searched, unless the line has attributes.
+    text = line if "attributes" in obj else (message or "")
+    if type(stack) is str:
+        add_errors(event, f"{text}\n{stack}", stack)
+    else:
+        add_errors(event, text, message or "")
+    if event.error_type is None and event.task_state == "failed" and message:
+        event.error_type = raised_type(message)
 
 
 def _json_sections(event: Event, obj: dict[str, Any]) -> None:
+    """`context` and `attributes`: ids not already set from `identity`."""
     for section, keys in (
-        ("identity", ("tenant_id", "user_id")),
         ("context", ("app_id", "workflow_id", "node_id")),
         ("attributes", ("tenant_id", "user_id", "app_id", "workflow_id", "node_id", "req_id")),
     ):

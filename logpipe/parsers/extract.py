@@ -54,9 +54,11 @@ _JSON_READERS: dict[str, Callable[[Event, dict[str, Any], str], None]] = {
 def json_family(obj: dict[str, Any]) -> str:
     """Which service's JSON `obj` is, by its keys (the `service` field cannot tell api from worker)."""
     service = obj.get("service")
+    if service == "langgenius/dify" and "severity" in obj:
+        return detect.DIFY_JSON
     if service == "dify-plugin-daemon":
         return detect.PLUGIN_JSON
-    if "severity" in obj and (service == "langgenius/dify" or ("ts" in obj and "caller" in obj)):
+    if "severity" in obj and ("ts" in obj and "caller" in obj):
         return detect.DIFY_JSON
     level = obj.get("level")
     if isinstance(level, str) and "msg" in obj and "time" in obj:
@@ -96,7 +98,7 @@ class Parser:
         self._config = config
         self._on_parse_error = on_parse_error
         self._strip = config.strip_ansi
-        self._mapper = JsonMapper(config.json_mappings)
+        self._mapper = JsonMapper(config.json_mappings) if config.json_mappings else None
 
     def grouper(self) -> Grouper:
         """A new grouper for one lane (one container's stdout, or its stderr)."""
@@ -115,12 +117,7 @@ class Parser:
         kind = record.kind
         event = Event(record.ts_ns, clean if self._strip else text, service, container, stream, count, record.capped)
         try:
-            reader = _TEXT_READERS.get(kind)
-            if reader is not None:
-                event.format = kind
-                if reader(event, clean):
-                    return event
-            elif kind == detect.JSON:
+            if kind == detect.JSON:  # first: JSON-mode Dify prints nothing else
                 try:
                     obj: Any = _loads(clean)
                 except JSONDecodeError:
@@ -129,14 +126,20 @@ class Parser:
                     family = json_family(obj)
                     event.format = family
                     _JSON_READERS[family](event, obj, clean)
-                    if self._mapper:
+                    if self._mapper is not None:
                         self._mapper.apply(event, obj, service)
                     return event
-            elif kind == detect.TRACEBACK:
-                event.format = kind
-                event.level = "error"
-                add_errors(event, clean)
-                return event
+            else:
+                reader = _TEXT_READERS.get(kind)
+                if reader is not None:
+                    event.format = kind
+                    if reader(event, clean):
+                        return event
+                elif kind == detect.TRACEBACK:
+                    event.format = kind
+                    event.level = "error"
+                    add_errors(event, clean)
+                    return event
         except Exception:
             pass  # a reader bug must cost one record's fields, never the record
         if kind not in (detect.RAW, detect.TRACEBACK) and self._on_parse_error is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from logpipe.event import Position
-from logpipe.parsers.detect import BLANK, RAW, SINGLE_LINE, TRACEBACK, classify
+from logpipe.parsers.detect import BLANK, JSON, RAW, SINGLE_LINE, TRACEBACK, classify
 
 
 @dataclass(slots=True)
@@ -82,6 +82,18 @@ class Grouper:
     def pending(self) -> bool:
         """True while a record is open (waiting for continuation lines)."""
         return bool(self._kind)
+
+    def feed(self, stamps: list[tuple[int, int, bytes, int]], lines: list[str], now: float) -> list[RawRecord]:
+        """`add` for each line of a chunk: `stamps[i]` holds line i's (timestamp, ordinal, ...). The records the
+        chunk closed, in order. A single-line record with nothing open is closed here without a call."""
+        out: list[RawRecord] = []
+        add = self.add
+        for (ts_ns, n, _raw, _cut), line in zip(stamps, lines, strict=True):
+            if not self._kind and line[:1] == "{":
+                out.append(RawRecord(ts_ns, (ts_ns, n), [line], JSON))
+            else:
+                out.extend(add(ts_ns, (ts_ns, n), line, now))
+        return out
 
     def add(self, ts_ns: int, pos: Position, line: str, now: float) -> list[RawRecord]:
         """Feed the lane's next line (decoded, without its newline); return the records it closed, in order."""
