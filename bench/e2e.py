@@ -88,7 +88,12 @@ class Bench:
         directory = self.workdir / name
         directory.mkdir()
         return LogpipeProcess(
-            directory, loki.url, project, env={"LOGPIPE_LOKI_BATCH_WAIT_SECS": "1.0", "LOGPIPE_LOG_LEVEL": "warning"}
+            directory, loki.url, project, env={
+                "LOGPIPE_LOKI_BATCH_WAIT_SECS": "1.0",
+                "LOGPIPE_LOG_LEVEL": "warning",
+                # Experiments: any LOGPIPE_ setting in the bench's environment reaches logpipe.
+                **{k: v for k, v in os.environ.items() if k.startswith("LOGPIPE_")},
+            }
         )
 
     def full_speed(self, lines: int) -> dict[str, Any]:
@@ -141,6 +146,7 @@ class Bench:
                     "lag_p99_secs": round(lags[int(len(lags) * 0.99) - 1], 3),
                     "cpu_secs_per_million_lines": round(cpu / n * 1e6, 1),
                     "peak_rss_mib": round(peak_rss_mib(proc.proc.pid), 1),
+                    "thread_cpu_secs": thread_cpu_secs(proc.proc.pid),
                 }
             finally:
                 proc.stop()
