@@ -16,12 +16,11 @@ from prometheus_client import CollectorRegistry
 from bench.corpus import dify_corpus
 from bench.jsoncorpus import dify_json_corpus
 from logpipe.config import Config
+from logpipe.event import Chunk, ContainerInfo
 from logpipe.metrics import LogMetrics
 from logpipe.pipeline import Pipeline, tune_gc
 from logpipe.sinks.lanes import BatchLimits, Lanes
 from logpipe.sinks.push import encode
-from logpipe.sources.engine import ContainerInfo
-from logpipe.sources.follower import Chunk
 from logpipe.telemetry import Telemetry
 
 CHUNK_LINES = 200  # lines per chunk, as a busy follower hands them on

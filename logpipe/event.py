@@ -1,4 +1,4 @@
-"""The one record type that flows from the parse stage to the sinks.
+"""The types that flow between the stages: a source's `Chunk` of lines, and the one record type, `Event`.
 
 An `Event` is one log record: a single line, or several lines grouped into one entry (a traceback, a Go stack,
 an LLM debug block). The source and the parse stage fill it; the Loki sink ships `text` with `ts_ns`; the metrics
@@ -7,11 +7,40 @@ stage counts it. Fields the record does not carry stay `None`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 #: A line's place in its container stream: (Docker timestamp in ns, ordinal among that stream's lines with exactly
 #: that timestamp, from 1). Positions order the lines of one stream and survive re-reading the log from Docker.
 Position = tuple[int, int]
+
+#: A line as the source hands it on: (Docker timestamp ns, ordinal at that timestamp, content, bytes cut off).
+SourceLine = tuple[int, int, bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """What logpipe needs to know about a container to follow it and label its lines."""
+
+    id: str
+    name: str
+    service: str
+    project: str
+    tty: bool
+    running: bool
+    labels: Mapping[str, str]
+    finished_ns: int = 0
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Consecutive lines of one container stream, in order: what the source hands to the parse stage."""
+
+    container: ContainerInfo
+    stream: str
+    lines: list[SourceLine]
+    size: int  # bytes the lines took on the wire (what the chunk queue counts)
+
 
 LEVELS = ("debug", "info", "warning", "error", "critical", "unknown")
 

@@ -17,13 +17,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from logpipe.budget import ByteBudget
 from logpipe.config import Config
-from logpipe.event import Event
+from logpipe.event import Chunk, Event, SourceLine
 from logpipe.metrics import LogMetrics
 from logpipe.parsers import Grouper, Parser, RawRecord
 from logpipe.redact import Redactor
 from logpipe.sinks.lanes import Entry, LabelKey, LaneKey, Lanes
-from logpipe.sources.follower import Chunk, SourceLine
 from logpipe.telemetry import Telemetry
 from logpipe.threads import Threads
 
@@ -88,21 +88,24 @@ class ChunkQueue:
     """A FIFO of chunks bounded in bytes; `put` blocks while full. Thread-safe."""
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
         self._items: deque[Chunk] = deque()
-        self._bytes = 0
         self._cond = threading.Condition()
-        self._closed = False
+        self._budget = ByteBudget(max_bytes, self._cond)
+
+    @property
+    def max_bytes(self) -> int:
+        return self._budget.max_bytes
 
     def put(self, chunk: Chunk) -> bool:
+        """Queue `chunk`, waiting while the queue is full; False once it is closed (the chunk is not queued)."""
         with self._cond:
-            while self._bytes >= self.max_bytes and not self._closed:
-                self._cond.wait(0.5)
-            if self._closed:
+            if not self._budget.wait_for_room():
                 return False
+            was_empty = not self._items
             self._items.append(chunk)
-            self._bytes += chunk.size + _LINE_OVERHEAD * len(chunk.lines)
-            self._cond.notify_all()
+            self._budget.add(chunk.size + _LINE_OVERHEAD * len(chunk.lines))
+            if was_empty:
+                self._cond.notify_all()  # the pipeline thread waits only on an empty queue
             return True
 
     def get(self, timeout: float) -> Chunk | None:
@@ -112,19 +115,17 @@ class ChunkQueue:
                 if not self._items:
                     return None
             chunk = self._items.popleft()
-            self._bytes -= chunk.size + _LINE_OVERHEAD * len(chunk.lines)
-            self._cond.notify_all()
+            self._budget.release(chunk.size + _LINE_OVERHEAD * len(chunk.lines))
             return chunk
 
     def close(self) -> None:
         """Refuse further puts (releasing blocked readers); what is queued can still be taken."""
         with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+            self._budget.close()
 
     @property
     def bytes(self) -> int:
-        return self._bytes
+        return self._budget.held
 
 
 @dataclass(slots=True)

@@ -16,7 +16,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from logpipe import __version__
-from logpipe.sources.frames import DecodeStats
 from logpipe.threads import KINDS as THREAD_KINDS
 
 log = logging.getLogger("logpipe")
@@ -128,13 +127,14 @@ class Telemetry:
     def lines_read(self, n: int) -> None:
         self._lines_read.inc(n)
 
-    def decoded(self, stats: DecodeStats) -> None:
-        if stats.partials_joined:
-            self._partials.inc(stats.partials_joined)
-        if stats.truncated:
-            self._truncated.inc(stats.truncated)
-        if stats.bad_timestamps:
-            self._bad_ts.inc(stats.bad_timestamps)
+    def decoded(self, partials_joined: int, truncated: int, bad_timestamps: int) -> None:
+        """What decoding a container's log stream had to repair."""
+        if partials_joined:
+            self._partials.inc(partials_joined)
+        if truncated:
+            self._truncated.inc(truncated)
+        if bad_timestamps:
+            self._bad_ts.inc(bad_timestamps)
 
     def lines_sanitized(self, reason: str, n: int = 1) -> None:
         self._lines_sanitized.labels(reason).inc(n)
@@ -183,7 +183,7 @@ class Telemetry:
     def readback(self, result: str) -> None:
         self._readback.labels(result).inc()
 
-    def state_write_failed(self, error: OSError) -> None:
+    def state_write_failed(self, error: Exception) -> None:
         self._state_errors.inc()
         log.error("cannot write the checkpoint", extra={"error": str(error)})
 

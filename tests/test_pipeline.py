@@ -5,11 +5,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from logpipe.config import Config
-from logpipe.event import METADATA_FIELDS, Event
+from logpipe.event import METADATA_FIELDS, Chunk, ContainerInfo, Event
 from logpipe.pipeline import STATE_IDLE_SECS, Pipeline, metadata_of
 from logpipe.sinks.lanes import Lanes
-from logpipe.sources.engine import ContainerInfo
-from logpipe.sources.follower import Chunk
 from logpipe.telemetry import Telemetry
 
 MiB = 1 << 20

@@ -8,10 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from logpipe.config import Config
+from logpipe.event import Chunk, ContainerInfo
 from logpipe.pipeline import ChunkQueue, Pipeline, PipelineRunner
 from logpipe.sinks.lanes import Lanes
-from logpipe.sources.engine import ContainerInfo
-from logpipe.sources.follower import Chunk
 from logpipe.telemetry import Telemetry
 from logpipe.threads import Threads
 from tests.dockerkit import wait_until

@@ -15,16 +15,15 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from logpipe.backoff import Backoff
 from logpipe.config import DockerConfig
-from logpipe.event import Position
-from logpipe.sources.engine import ContainerGone, ContainerInfo, DockerEngine, DockerUnavailable, EventStream
-from logpipe.sources.follower import Chunk, Follower, FollowerCallbacks, FollowSettings
-from logpipe.sources.frames import DecodeStats
+from logpipe.event import Chunk, ContainerInfo, Position
+from logpipe.sources.engine import ContainerGone, DockerEngine, DockerUnavailable, EventStream
+from logpipe.sources.follower import Follower, FollowerCallbacks, FollowSettings
+from logpipe.state import Resume
 from logpipe.threads import name_os_thread
 
 log = logging.getLogger("logpipe.source")
@@ -32,20 +31,12 @@ log = logging.getLogger("logpipe.source")
 _START_ACTIONS = frozenset({"start", "restart", "unpause"})
 
 
-@dataclass(frozen=True, slots=True)
-class Resume:
-    """Where to resume a container known from the checkpoint."""
-
-    origin_ns: int
-    positions: dict[str, Position]
-
-
 class Cursors(Protocol):
     """The checkpoint as the source sees it."""
 
     def resume(self, container_id: str) -> Resume | None: ...
 
-    def follow(self, info: ContainerInfo, origin_ns: int) -> None: ...
+    def follow(self, container_id: str, name: str, origin_ns: int) -> None: ...
 
     def destroyed(self, container_id: str) -> None: ...
 
@@ -59,7 +50,7 @@ class Cursors(Protocol):
 class SourceEvents(Protocol):
     """Telemetry the source reports."""
 
-    def decoded(self, stats: DecodeStats) -> None: ...
+    def decoded(self, partials_joined: int, truncated: int, bad_timestamps: int) -> None: ...
 
     def reconnected(self, stream: str) -> None: ...
 
@@ -297,7 +288,7 @@ class DockerSource:
                     engine, info, resume.positions, resume.origin_ns, self._settings, self._callbacks, wait_settled=True
                 )
                 self._followers[info.id] = follower
-                self._cursors.follow(info, resume.origin_ns)
+                self._cursors.follow(info.id, info.name, resume.origin_ns)
                 log.info(
                     "following container",
                     extra={"container": info.name, "service": info.service, "found_by": found_by},

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import docker
@@ -20,6 +19,7 @@ import docker.constants
 import docker.errors
 import requests
 
+from logpipe.event import ContainerInfo
 from logpipe.sources.dockerapi import ContainerGone, DockerAddress, DockerStreams, DockerUnavailable
 from logpipe.sources.frames import TimestampParser
 
@@ -40,38 +40,25 @@ SERVICE_LABEL = "com.docker.compose.service"
 _POOL = 32
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerInfo:
-    """What logpipe needs to know about a container to follow it and label its lines."""
-
-    id: str
-    name: str
-    service: str
-    project: str
-    tty: bool
-    running: bool
-    labels: Mapping[str, str]
-    finished_ns: int = 0
-
-    @staticmethod
-    def from_inspect(data: Mapping[str, Any]) -> ContainerInfo:
-        config = data.get("Config") or {}
-        labels = config.get("Labels") or {}
-        name = str(data.get("Name") or "").lstrip("/") or str(data["Id"])[:12]
-        state = data.get("State") or {}
-        finished = str(state.get("FinishedAt") or "").encode()
-        # Docker trims trailing zeros of the fraction ("...:44.5Z") and uses year 1 for "never".
-        finished_ns = TimestampParser().parse(finished) if finished and not finished.startswith(b"0001") else 0
-        return ContainerInfo(
-            id=str(data["Id"]),
-            name=name,
-            service=labels.get(SERVICE_LABEL) or name,
-            project=labels.get(PROJECT_LABEL, ""),
-            tty=bool(config.get("Tty")),
-            running=bool(state.get("Running")),
-            labels=dict(labels),
-            finished_ns=finished_ns or 0,
-        )
+def container_info(data: Mapping[str, Any]) -> ContainerInfo:
+    """A container's `ContainerInfo` from its `GET /containers/{id}/json` answer."""
+    config = data.get("Config") or {}
+    labels = config.get("Labels") or {}
+    name = str(data.get("Name") or "").lstrip("/") or str(data["Id"])[:12]
+    state = data.get("State") or {}
+    finished = str(state.get("FinishedAt") or "").encode()
+    # Docker trims trailing zeros of the fraction ("...:44.5Z") and uses year 1 for "never".
+    finished_ns = TimestampParser().parse(finished) if finished and not finished.startswith(b"0001") else 0
+    return ContainerInfo(
+        id=str(data["Id"]),
+        name=name,
+        service=labels.get(SERVICE_LABEL) or name,
+        project=labels.get(PROJECT_LABEL, ""),
+        tty=bool(config.get("Tty")),
+        running=bool(state.get("Running")),
+        labels=dict(labels),
+        finished_ns=finished_ns or 0,
+    )
 
 
 class LogStream(Protocol):
@@ -131,7 +118,7 @@ class DockerEngine:
 
     def inspect(self, container_id: str) -> ContainerInfo:
         with _translated():
-            return ContainerInfo.from_inspect(self._api.inspect_container(container_id))
+            return container_info(self._api.inspect_container(container_id))
 
     def events(self, since: float | None = None) -> EventStream:
         """Container events from now (or `since`), as decoded dicts. Iteration blocks; close() ends it."""

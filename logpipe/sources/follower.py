@@ -14,27 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from logpipe.backoff import Backoff
-from logpipe.event import Position
-from logpipe.sources.engine import ContainerGone, ContainerInfo, DockerEngine, DockerUnavailable, LogStream
+from logpipe.event import Chunk, ContainerInfo, Position, SourceLine
+from logpipe.sources.engine import ContainerGone, DockerEngine, DockerUnavailable, LogStream
 from logpipe.sources.frames import STREAM_NAMES, DecodeStats, LogDecoder, StreamFormatError
 from logpipe.threads import name_os_thread
 
 log = logging.getLogger("logpipe.source")
 
-#: A line handed to the pipeline: (Docker timestamp ns, ordinal at that timestamp, content, bytes cut off).
-SourceLine = tuple[int, int, bytes, int]
-
 _COALESCE_BELOW_BYTES = 32 * 1024
-
-
-@dataclass(slots=True)
-class Chunk:
-    """Consecutive lines of one container stream, in order."""
-
-    container: ContainerInfo
-    stream: str
-    lines: list[SourceLine]
-    size: int
 
 
 @dataclass(slots=True)
@@ -55,7 +42,7 @@ class FollowerCallbacks:
     """How a follower talks to the rest of logpipe (all called from its thread)."""
 
     emit: Callable[[Chunk], bool]  # blocks for backpressure; False = the pipeline is stopping
-    decoded: Callable[[DecodeStats], None]
+    decoded: Callable[[int, int, int], None]  # partial messages joined, lines truncated, bad timestamps
     reconnected: Callable[[], None]
     ended: Callable[[Follower], None]
     crashed: Callable[[BaseException], None] = lambda _exc: None  # an unexpected error; the follower reopens
@@ -265,7 +252,7 @@ class Follower:
         finally:
             partials, bad = (stats.partials_joined, stats.bad_timestamps) if handed or not rereading else (0, 0)
             if partials or truncated or bad:
-                self._cb.decoded(DecodeStats(partials, truncated, bad))
+                self._cb.decoded(partials, truncated, bad)
             stats.partials_joined = stats.truncated = stats.bad_timestamps = 0
 
 

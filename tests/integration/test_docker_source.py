@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from logpipe.config import DockerConfig
-from logpipe.sources.docker import DockerSource, Resume
+from logpipe.sources.docker import DockerSource
 from logpipe.sources.engine import DockerEngine
+from logpipe.state import Resume
 from tests.dockerkit import Containers, wait_until
 from tests.support.sourcekit import Recorder
 

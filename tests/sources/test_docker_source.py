@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from logpipe.config import DockerConfig
-from logpipe.sources.docker import DockerSource, Resume
+from logpipe.sources.docker import DockerSource
+from logpipe.state import Resume
 from tests.dockerkit import wait_until
 from tests.support.fakedocker import FakeEngine
 from tests.support.sourcekit import Recorder

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from logpipe.event import Position
-from logpipe.sources.follower import Chunk, Follower, FollowerCallbacks, FollowSettings
+from logpipe.event import Chunk, Position
+from logpipe.sources.follower import Follower, FollowerCallbacks, FollowSettings
 from tests.dockerkit import wait_until
 from tests.support.fakedocker import FakeEngine
 
@@ -30,7 +30,7 @@ class Harness:
 
     def callbacks(self, **overrides: Any) -> FollowerCallbacks:
         cb = FollowerCallbacks(
-            self.emit, lambda _stats: None, self.reconnected, self.on_end, crashed=self.crashes.append
+            self.emit, lambda *_counts: None, self.reconnected, self.on_end, crashed=self.crashes.append
         )
         for name, value in overrides.items():
             setattr(cb, name, value)

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from logpipe.sources.engine import ContainerGone, ContainerInfo, DockerUnavailable
+from logpipe.event import ContainerInfo
+from logpipe.sources.engine import ContainerGone, DockerUnavailable
 
 _HEADER = struct.Struct(">BxxxL")
 _STREAMS = {"stdout": 1, "stderr": 2}

@@ -6,11 +6,9 @@ import threading
 import time
 from collections.abc import Iterable
 
-from logpipe.event import Position
-from logpipe.sources.docker import Resume
-from logpipe.sources.engine import ContainerInfo
-from logpipe.sources.follower import Chunk
+from logpipe.event import Chunk, Position
 from logpipe.sources.frames import DecodeStats
+from logpipe.state import Resume
 
 
 class Recorder:
@@ -28,8 +26,8 @@ class Recorder:
     def resume(self, cid: str) -> Resume | None:
         return self.resumes.get(cid)
 
-    def follow(self, info: ContainerInfo, origin_ns: int) -> None:
-        self.followed[info.id] = origin_ns
+    def follow(self, container_id: str, name: str, origin_ns: int) -> None:
+        self.followed[container_id] = origin_ns
 
     def destroyed(self, cid: str) -> None:
         self.gone.append(cid)
@@ -42,9 +40,9 @@ class Recorder:
         return dict(resume.positions) if resume is not None else {}
 
     # SourceEvents
-    def decoded(self, stats: DecodeStats) -> None:
-        self.stats.partials_joined += stats.partials_joined
-        self.stats.truncated += stats.truncated
+    def decoded(self, partials_joined: int, truncated: int, bad_timestamps: int) -> None:
+        self.stats.partials_joined += partials_joined
+        self.stats.truncated += truncated
 
     def reconnected(self, stream: str) -> None:
         pass
