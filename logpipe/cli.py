@@ -20,6 +20,7 @@ from logpipe.daemon import Daemon
 from logpipe.sinks.loki import LokiClient
 from logpipe.sources.docker import Filter, own_container_id
 from logpipe.sources.engine import ContainerGone, DockerEngine, DockerUnavailable
+from logpipe.state import StateError
 
 EXIT_CONFIG = 78
 EXIT_UNAVAILABLE = 69
@@ -55,7 +56,12 @@ def run_cli(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = N
     if args.sink:
         config = dataclasses.replace(config, sink=args.sink)
     selflog.setup(config.log.level)
-    return Daemon(config, used, env).run()
+    try:
+        daemon = Daemon(config, used, env)
+    except StateError as exc:
+        print(f"cannot use the state directory {config.state.dir}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return daemon.run()
 
 
 def _parser() -> argparse.ArgumentParser:

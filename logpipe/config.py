@@ -307,10 +307,9 @@ class SpoolConfig:
     fsync: str = "always"
 
     def check(self, path: str, problems: Problems) -> None:
-        if self.segment_bytes < 64 * 1024:
-            problems.append(f"{path}segment_bytes: must be >= 65536, got {self.segment_bytes}")
-        if self.max_bytes < 2 * self.segment_bytes:
-            problems.append(f"{path}max_bytes: must be at least two segments ({2 * self.segment_bytes})")
+        # segment_bytes is no longer used (the spool lives in the state database): accepted, not checked.
+        if self.max_bytes < 1 << 20:
+            problems.append(f"{path}max_bytes: must be >= 1048576, got {self.max_bytes}")
         _one_of(problems, f"{path}full_policy", self.full_policy, ("block", "drop_oldest"))
         _one_of(problems, f"{path}fsync", self.fsync, ("always", "never"))
 

@@ -25,19 +25,18 @@ from typing import Any, BinaryIO
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from logpipe import selflog
-from logpipe.checkpoint import Checkpoint
 from logpipe.config import Config, restart_only
 from logpipe.configload import ConfigError, load_config
 from logpipe.metrics import LogMetrics, MetricsServer
 from logpipe.pipeline import ChunkQueue, Pipeline, PipelineRunner, tune_gc
+from logpipe.sinks import Sink
 from logpipe.sinks.lanes import Lanes
 from logpipe.sinks.loki import LokiClient
-from logpipe.sinks.overflow import Overflow
 from logpipe.sinks.sender import LokiSender
-from logpipe.sinks.spool import Spool
 from logpipe.sinks.stdout import StdoutSink
 from logpipe.sources.docker import DockerSource
 from logpipe.sources.engine import DockerEngine
+from logpipe.state import State
 from logpipe.telemetry import StateSnapshot, Telemetry
 from logpipe.threads import Threads
 from logpipe.watch import ConfigWatcher
@@ -70,26 +69,35 @@ class Daemon:
         self.registry = CollectorRegistry()
         self.telemetry = Telemetry(self.registry)
         self.threads = Threads(self.telemetry.thread_crashed)
-        state_dir = Path(config.state.dir)
-        self.checkpoint = Checkpoint(state_dir / "checkpoint.json", self.telemetry.state_write_failed)
-        self.lanes = Lanes(config.pipeline.memory_queue_max_bytes)
-        self.checkpoint.drained = lambda cid: not self.lanes.pending(cid)
+        # The state database is opened here (raises StateError): everything below reads or writes it.
+        self.state = State(
+            Path(config.state.dir),
+            spool_max_bytes=config.spool.max_bytes,
+            fsync=config.spool.fsync == "always",
+            on_write_error=self.telemetry.state_write_failed,
+        )
+        self.state.open()
+        self.lanes = Lanes(config.pipeline.memory_queue_max_bytes, batch_bytes=config.loki.batch_max_bytes)
         self.queue = ChunkQueue(max(1 << 20, config.pipeline.memory_queue_max_bytes // 16))
         self.metrics = LogMetrics(self.registry, config.metrics)
-        self.client: LokiClient | None = None
-        self.sink: LokiSender | StdoutSink
+        self.sink: Sink
         if config.sink == "stdout":
             out = stdout or os.fdopen(1, "wb", 0)
-            self.sink = StdoutSink(self.lanes, self.checkpoint, self.telemetry, out, threads=self.threads)
+            self.sink = StdoutSink(self.lanes, self.state, self.telemetry, out, threads=self.threads)
         else:
-            self.client = LokiClient(config.loki)
             self.sink = LokiSender(
-                self.client, self.lanes, self.checkpoint, config.loki, self.telemetry, threads=self.threads
+                LokiClient(config.loki),
+                self.lanes,
+                self.state,
+                config.loki,
+                self.telemetry,
+                spool_policy=config.spool.full_policy if config.spool.enabled else None,
+                threads=self.threads,
             )
         self.source = DockerSource(
             engine_factory or (lambda: DockerEngine(config.docker.host, config.docker.api_timeout_secs)),
             config.docker,
-            self.checkpoint,
+            self.state.checkpoint,
             self.queue.put,
             self.telemetry,
             crashed=self.threads.report,
@@ -97,8 +105,6 @@ class Daemon:
         self.runner = PipelineRunner(self.queue, self._build_pipeline(config), threads=self.threads)
         self.server: MetricsServer | None = None
         self._watcher: ConfigWatcher | None = None
-        self._loki_ready_at = 0.0
-        self._loki_ready = False
         self.telemetry.watch_state(self._state)
 
     # -- lifecycle
@@ -124,8 +130,6 @@ class Daemon:
 
     def _startup(self) -> None:
         config = self.config
-        Path(config.state.dir).mkdir(parents=True, exist_ok=True)
-        self.checkpoint.load()
         if config.metrics.addr:
             password = config.metrics.basic_auth_password
             if config.metrics.basic_auth_password_file:
@@ -140,16 +144,6 @@ class Daemon:
                 threads=self.threads,
             )
             self.server.start()
-        if isinstance(self.sink, LokiSender) and config.spool.enabled:
-            spool = Spool(
-                Path(config.state.dir) / "spool",
-                max_bytes=config.spool.max_bytes,
-                segment_bytes=config.spool.segment_bytes,
-                fsync=config.spool.fsync == "always",
-            )
-            if spool.records or spool.recovery.truncated_bytes:
-                log.info("spool opened", extra=dataclasses.asdict(spool.recovery))
-            self.sink.overflow = Overflow(spool, config.spool.full_policy, self.telemetry)
         # Pushes in flight at the last exit are read back while the rest starts; their containers wait for it.
         self.sink.start()
         self.runner.start()
@@ -182,7 +176,7 @@ class Daemon:
                 return EXIT_OK
             if kind == "reload":
                 self._reload(detail)
-            self.checkpoint.flush()
+            self.state.checkpoint.commit(pending=self.lanes.containers())
             if not self.threads.healthy():
                 log.error("stopping: a thread failed", extra={"thread_kind": self.threads.failure})
                 return EXIT_SOFTWARE
@@ -205,7 +199,7 @@ class Daemon:
         self.runner.stop(min(1.5, _left(deadline)))
         self.lanes.close()
         self.sink.stop(max(_left(deadline) - 0.3, 0.1))
-        self.checkpoint.flush()
+        self.state.checkpoint.commit(pending=self.lanes.containers())
         unsent_bytes, unsent = self.lanes.totals()
         if unsent:
             log.warning(
@@ -214,10 +208,8 @@ class Daemon:
             )
         if self.server is not None:
             self.server.stop()
-        if self.client is not None:
-            self.client.close()
-        if isinstance(self.sink, LokiSender) and self.sink.overflow is not None:
-            self.sink.overflow.spool.close()
+        self.sink.close()
+        self.state.close()
         log.info("logpipe stopped")
 
     # -- reload
@@ -236,8 +228,7 @@ class Daemon:
             return
         self.metrics.reconfigure(new.metrics)
         self.source.reconfigure(new.docker)
-        if isinstance(self.sink, LokiSender):
-            self.sink.reconfigure(new.loki)
+        self.sink.reconfigure(new)
         selflog.setup(new.log.level)
         self.config = new
         self.telemetry.reloaded(True)
@@ -264,32 +255,22 @@ class Daemon:
         lag = {name: max(now_ns - ts, 0) / 1e9 for name, ts in self.lanes.oldest_by_container().items()}
         for info in self.source.followed():
             lag.setdefault(info.name, 0.0)
-        overflow = self.sink.overflow if isinstance(self.sink, LokiSender) else None
-        spool = overflow.spool if overflow is not None else None
+        sink = self.sink.stats()
         return StateSnapshot(
             containers_followed=len(self.source.followed()),
             lag_secs=lag,
             queue_bytes=lanes_bytes + self.queue.bytes,
             queue_entries=lanes_entries,
-            pushes_in_flight=self.lanes.inflight_batches,
-            spool_bytes=spool.bytes if spool is not None else 0,
-            spool_records=spool.records if spool is not None else 0,
-            spool_oldest_age_secs=(spool.oldest_age_secs or 0.0) if spool is not None else 0.0,
+            pushes_in_flight=sink.pushes_in_flight,
+            spool_bytes=sink.spool_bytes,
+            spool_records=sink.spool_records,
+            spool_oldest_age_secs=sink.spool_oldest_age_secs,
             docker_up=self.source.connected.is_set(),
-            loki_up=self.sink.loki_up,
+            loki_up=sink.loki_up,
         )
 
     def _readiness(self) -> dict[str, bool]:
-        return {"docker": self.source.connected.is_set(), "loki": self._loki_reachable()}
-
-    def _loki_reachable(self) -> bool:
-        if self.sink.loki_up or self.client is None:
-            return True
-        now = time.monotonic()
-        if now - self._loki_ready_at > 5.0:
-            self._loki_ready_at = now
-            self._loki_ready = self.client.ready()
-        return self._loki_ready
+        return {"docker": self.source.connected.is_set(), "loki": self.sink.ready()}
 
     # -- signals
     def _install_signals(self) -> None:

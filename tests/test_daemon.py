@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from logpipe.checkpoint import Checkpoint, Intent, Probe
 from logpipe.config import Config, DockerConfig, LokiConfig, MetricsConfig, PipelineConfig, SpoolConfig, StateConfig
 from logpipe.daemon import EXIT_OK, EXIT_SOFTWARE, Daemon
-from logpipe.sources.engine import ContainerInfo
+from logpipe.event import ContainerInfo
+from logpipe.state import Intent, Probe, State
 from tests.dockerkit import wait_until
 from tests.support.fakedocker import FakeEngine
 from tests.support.lokiserver import LokiServer
@@ -88,9 +88,11 @@ def test_a_crashed_stdout_sink_fails_health_and_the_daemon_exits(tmp_path: Path,
         assert daemon.server is not None and not daemon.server.alive()
         assert running.wait(10) == EXIT_SOFTWARE
         assert running.metric("logpipe_thread_crashes_total", thread="stdout_sink") == 1.0
-        after = Checkpoint(tmp_path / "state" / "checkpoint.json")
-        after.load()
-        assert after.known() == ["a"] and after.position("a", "stdout") is None, "an unwritten line was acknowledged"
+        after = State(tmp_path / "state", spool_max_bytes=1 << 20)
+        after.open()
+        assert after.checkpoint.known() == ["a"], "the container was not recorded"
+        assert after.checkpoint.position("a", "stdout") is None, "an unwritten line was acknowledged"
+        after.close()
     finally:
         out.close()
 
@@ -157,12 +159,13 @@ def test_startup_read_back_runs_beside_the_readers_and_a_stop_interrupts_it(
     engine.add("b", "worker")
     engine.write("a", "a: read again only once the push in flight is settled")
     engine.write("b", "b: nothing in flight, ships at once")
-    state = tmp_path / "state"
-    state.mkdir()
-    checkpoint = Checkpoint(state / "checkpoint.json")
-    checkpoint.follow(ContainerInfo("a", "p-api-1", "api", "p", False, True, {}), 0)
+    state = State(tmp_path / "state", spool_max_bytes=1 << 20)
+    state.open()
+    checkpoint = state.checkpoint
+    checkpoint.follow("a", "p-api-1", 0)
     probe = Probe({"container": "p-api-1", "service": "api"}, time.time_ns(), "0" * 32)
     checkpoint.begin(Intent(7, time.time(), (("a", "stdout", (time.time_ns() - 1, 1)),), (probe,)))
+    state.close()
     loki.fail_queries(120)
     config = config_for(tmp_path, loki.url)
     config = dataclasses.replace(config, loki=dataclasses.replace(config.loki, readback_max_wait_secs=60.0))
@@ -173,6 +176,8 @@ def test_startup_read_back_runs_beside_the_readers_and_a_stop_interrupts_it(
     assert running.metric("logpipe_readback_total", result="unresolved") is None
     daemon.request_stop()
     assert running.wait(12) == EXIT_OK, "the stop waited for the read-back"
-    kept = Checkpoint(state / "checkpoint.json")
-    kept.load()
-    assert [i.id for i in kept.intents()] == [7], "the unresolved push was forgotten: the next start cannot ask"
+    kept = State(tmp_path / "state", spool_max_bytes=1 << 20)
+    kept.open()
+    kept_ids = [i.id for i in kept.checkpoint.intents()]
+    assert kept_ids == [7], "the unresolved push was forgotten: the next start cannot ask"
+    kept.close()

@@ -1,10 +1,11 @@
-"""Entries waiting for a sink, one lane per container stream, bounded in bytes.
+"""Entries waiting for a sink, one lane per container stream, bounded in bytes: the sinks' input.
 
 The pipeline appends a lane's entries in order; a sink takes batches from the heads of many lanes at once.
 A lane has at most one batch in flight, so its entries are acknowledged in order and its cursor is simply the
 position of its last acknowledged entry. A lane that failed waits out its own backoff while the others keep
 flowing: one rate-limited container never holds up the rest. `put` blocks while the lanes hold more than
-their byte budget (backpressure reaches the Docker readers, and Docker keeps the logs meanwhile).
+their byte budget (backpressure reaches the Docker readers, and Docker keeps the logs meanwhile). How many
+batches a sink sends at once is the sink's business, not the lanes'.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from logpipe.budget import ByteBudget
 from logpipe.event import Position
+from logpipe.state import Advance
 
 #: Stream labels as a sorted tuple of (name, value): hashable, and the key of a Loki stream.
 LabelKey = tuple[tuple[str, str], ...]
@@ -51,6 +54,15 @@ class Batch:
     size: int
     attempt: int = 1
 
+    def advances(self) -> tuple[Advance, ...]:
+        """For each lane in the batch, the position of its last entry: what acknowledging the batch advances."""
+        out: list[Advance] = []
+        i = 0
+        for lane, n in self.parts:
+            i += n
+            out.append((lane.key[0], lane.key[1], self.entries[i - 1][4]))
+        return tuple(out)
+
 
 @dataclass(frozen=True, slots=True)
 class BatchLimits:
@@ -74,43 +86,50 @@ def new_id() -> int:
 class Lanes:
     """Thread-safe. The pipeline thread calls `put`; sink threads call `take` and `done`/`retry`/`split`."""
 
-    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic, batch_bytes: int = 1 << 20) -> None:
+        """`batch_bytes`: the size at which a lane's batch is due at once (then `put` wakes the sink)."""
+        self.batch_bytes = batch_bytes
         self._clock = clock
         self._lanes: dict[LaneKey, Lane] = {}
-        self._bytes = 0
         self._entries = 0
-        self._inflight_batches = 0
         self.cond = threading.Condition()
-        self.closed = False
-        self.over_budget: Callable[[], None] = lambda: None
+        self._budget = ByteBudget(max_bytes, self.cond)
+
+    @property
+    def max_bytes(self) -> int:
+        return self._budget.max_bytes
+
+    @property
+    def closed(self) -> bool:
+        return self._budget.closed
 
     # -- pipeline side
     def put(self, key: LaneKey, container: str, entries: list[Entry], size: int) -> bool:
         """Append entries to a lane, waiting while over budget. False if the lanes were closed meanwhile."""
         with self.cond:
-            while self._bytes >= self.max_bytes and not self.closed:
-                self.over_budget()
-                self.cond.wait(0.5)
-            if self.closed:
+            if not self._budget.wait_for_room():
                 return False
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = Lane(key, container)
-            if len(lane.entries) == lane.inflight:
+            fresh = len(lane.entries) == lane.inflight
+            if fresh:
                 lane.enqueued_at = self._clock()
+            was = lane.bytes
             lane.entries.extend(entries)
             lane.bytes += size
-            self._bytes += size + MEMORY_PER_ENTRY * len(entries)
+            self._budget.add(size + MEMORY_PER_ENTRY * len(entries))
             self._entries += len(entries)
-            self.cond.notify_all()
+            # Wake the sink only when its timing changes: new entries for an idle lane (a timer to start), a lane
+            # that just filled a batch, a spent budget. Every other put would wake it for nothing.
+            if fresh or (was < self.batch_bytes <= lane.bytes) or self._budget.spent:
+                self.cond.notify_all()
             return True
 
     def close(self) -> None:
         """Release any waiting `put` (shutdown); entries already held stay available to `take`."""
         with self.cond:
-            self.closed = True
-            self.cond.notify_all()
+            self._budget.close()
 
     # -- sink side (call with self.cond held)
     def take(self, limits: BatchLimits, flush: bool = False) -> Batch | None:
@@ -121,7 +140,7 @@ class Lanes:
             return None
         if (
             not flush
-            and self._bytes < self.max_bytes
+            and not self._budget.spent
             and not any(
                 lane.bytes >= limits.max_bytes
                 or now - lane.enqueued_at >= limits.wait_secs
@@ -184,21 +203,20 @@ class Lanes:
                 break
         if not parts:
             return None
-        self._inflight_batches += 1
         return Batch(next(_ids), parts, taken, size)
 
     def release(self, batch: Batch) -> None:
-        """Give a batch back untouched (a spill that could not be written)."""
+        """Give a batch back untouched (a spill that could not be written, a push never started)."""
         for lane, _ in batch.parts:
             lane.inflight = 0
-        self._release()
+        self.cond.notify_all()
 
     def sendable_before(self, deadline: float) -> bool:
         """Whether some waiting lane's backoff ends before `deadline` (monotonic)."""
         return any(lane.retry_at < deadline for lane in self._lanes.values() if lane.entries and not lane.inflight)
 
-    def over_budget_now(self) -> bool:
-        return self._bytes >= self.max_bytes
+    def over_budget(self) -> bool:
+        return self._budget.spent
 
     def done(self, batch: Batch, delivered: bool = True) -> list[tuple[LaneKey, Position]]:
         """The batch is acknowledged (by Loki, or `delivered=False`: durably spooled): drop its entries.
@@ -213,7 +231,7 @@ class Lanes:
                 last = lane.entries.popleft()
                 freed += last[5]
             lane.bytes -= freed
-            self._bytes -= freed + MEMORY_PER_ENTRY * n
+            self._budget.release(freed + MEMORY_PER_ENTRY * n)
             self._entries -= n
             lane.inflight = 0
             lane.split = 0
@@ -230,7 +248,7 @@ class Lanes:
                 if lane.transient:
                     lane.retry_at = 0.0
                     lane.transient = False
-        self._release()
+        self.cond.notify_all()
         return advances
 
     def retry(self, batch: Batch, delay_secs: float, transient: bool) -> None:
@@ -241,40 +259,20 @@ class Lanes:
             lane.failures += 1
             lane.retry_at = at
             lane.transient = transient
-        self._release()
-
-    def suspend(self) -> None:
-        """A batch in flight waits for something other than a push (a read-back): its lanes stay in flight, but it
-        stops counting against the pushes allowed at once until `resume`."""
-        self._release()
-
-    def resume(self) -> None:
-        self._inflight_batches += 1
-
-    def park(self, batch: Batch) -> None:
-        """Stopping with the batch's fate unknown (its push may be stored): it stays in flight, so it is neither
-        sent again nor spilled, and its intent stays in the checkpoint for the next start to read back."""
-        self._release()
+        self.cond.notify_all()
 
     def split(self, batch: Batch) -> None:
         """Loki found the batch too large: resend its lanes in halves, at once."""
         for lane, n in batch.parts:
             lane.inflight = 0
             lane.split = max(1, n // 2)
-        self._release()
-
-    def _release(self) -> None:
-        self._inflight_batches -= 1
         self.cond.notify_all()
 
     # -- observation
-    @property
-    def inflight_batches(self) -> int:
-        return self._inflight_batches
-
     def totals(self) -> tuple[int, int]:
+        """(bytes held, counted as the budget counts them; entries held)."""
         with self.cond:
-            return self._bytes, self._entries
+            return self._budget.held, self._entries
 
     def oldest_by_container(self) -> dict[str, int]:
         """Docker time of the oldest waiting entry per container name (for the lag gauge)."""
@@ -287,9 +285,10 @@ class Lanes:
                         oldest[lane.container] = ts
             return oldest
 
-    def pending(self, container_id: str) -> bool:
+    def containers(self) -> set[str]:
+        """Ids of the containers with entries not yet acknowledged."""
         with self.cond:
-            return any(key[0] == container_id for key in self._lanes)
+            return {key[0] for key in self._lanes}
 
     def any_waiting(self) -> bool:
         """Entries not yet acknowledged (call with `cond` held, or accept a stale answer)."""

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from logpipe.checkpoint import Probe
 from logpipe.sinks.lanes import Entry, LabelKey
+from logpipe.state import Probe
 
 
 @dataclass(frozen=True, slots=True)

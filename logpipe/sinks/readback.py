@@ -11,14 +11,16 @@ plus `settle_secs` (Loki shows an entry to queries about a second after storing 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from logpipe.checkpoint import Intent, Probe
+from logpipe.backoff import Backoff
 from logpipe.ratelimit import RateLimitedLog
+from logpipe.sinks.lanes import Lanes
 from logpipe.sinks.loki import LokiClient, LokiUnavailable
 from logpipe.sinks.push import line_hash, selector
+from logpipe.state import Intent, Probe
 
 log = logging.getLogger("logpipe.loki")
 
@@ -43,17 +45,12 @@ class Verdict:
 
 
 class ReadBack:
-    def __init__(
-        self,
-        client: LokiClient,
-        request_timeout_secs: float,
-        stopping: Callable[[], bool],
-        lanes_full: Callable[[], bool],
-    ) -> None:
+    def __init__(self, client: LokiClient, request_timeout_secs: float, stop: threading.Event, lanes: Lanes) -> None:
+        """`stop` is set when logpipe begins stopping; `lanes` tell when memory is full (see `ask`)."""
         self._client = client
         self._request_timeout = request_timeout_secs
-        self._stopping = stopping
-        self._lanes_full = lanes_full
+        self._stop = stop
+        self._lanes = lanes
         self._warn = RateLimitedLog(log)
 
     def ask(self, intent: Intent, max_wait_secs: float | None, settle_secs: float, give_way: bool = True) -> Verdict:
@@ -71,9 +68,9 @@ class ReadBack:
         give_up = time.monotonic() + max_wait_secs if max_wait_secs is not None else None
         wanted = {stream_key(p): p for p in intent.probes}
         confirmed: set[StreamKey] = set()
-        backoff = 0.5
+        backoff = Backoff(0.5, 5.0)
         while True:
-            if self._stopping():
+            if self._stop.is_set():
                 return Verdict("stopping", frozenset(confirmed))
             try:
                 for key, probe in wanted.items():
@@ -85,17 +82,17 @@ class ReadBack:
                     return Verdict("partial" if confirmed else "not_delivered", frozenset(confirmed))
                 self._sleep(min(1.0, max(horizon - time.time(), 0.05)))
             except LokiUnavailable as exc:
-                if self._stopping():
+                if self._stop.is_set():
                     return Verdict("stopping", frozenset(confirmed))
-                out_of_time = give_up is not None and time.monotonic() + backoff > give_up
-                if exc.permanent or out_of_time or (give_up is None and give_way and self._lanes_full()):
+                delay = backoff.next()
+                out_of_time = give_up is not None and time.monotonic() + delay > give_up
+                if exc.permanent or out_of_time or (give_up is None and give_way and self._lanes.over_budget()):
                     log.error("cannot read Loki back; sending the push again", extra={"error": str(exc)})
                     return Verdict("unresolved", frozenset(confirmed))
                 self._warn.warning(
                     "Loki cannot be asked whether it stored a push; asking again", key="query", error=str(exc)
                 )
-                self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self._sleep(delay)
 
     def _found(self, probe: Probe) -> bool:
         found = self._client.query_range(selector(probe.labels), probe.ts_ns, probe.ts_ns + 1, limit=1000)
@@ -103,6 +100,4 @@ class ReadBack:
 
     def _sleep(self, secs: float) -> None:
         """Sleep up to `secs`, waking early when logpipe begins stopping."""
-        deadline = time.monotonic() + secs
-        while time.monotonic() < deadline and not self._stopping():
-            time.sleep(min(0.1, deadline - time.monotonic()))
+        self._stop.wait(secs)

@@ -13,9 +13,10 @@ from typing import BinaryIO
 
 import orjson
 
-from logpipe.checkpoint import Checkpoint
+from logpipe.config import Config
+from logpipe.sinks import SinkStats
 from logpipe.sinks.lanes import BatchLimits, Lanes
-from logpipe.sinks.sender import advances_of
+from logpipe.state import State
 from logpipe.telemetry import Telemetry
 from logpipe.threads import Threads
 
@@ -26,7 +27,7 @@ class StdoutSink:
     def __init__(
         self,
         lanes: Lanes,
-        checkpoint: Checkpoint,
+        state: State,
         telemetry: Telemetry,
         out: BinaryIO,
         wait_secs: float = 0.2,
@@ -34,13 +35,12 @@ class StdoutSink:
     ) -> None:
         self._threads = threads or Threads(lambda _kind: None)
         self._lanes = lanes
-        self._checkpoint = checkpoint
+        self._state = state
         self._telemetry = telemetry
         self._out = out
         self._limits = BatchLimits(1 << 20, 10_000, wait_secs)
         self._stop_at: float | None = None
         self._thread: threading.Thread | None = None
-        self.loki_up = True  # readiness: there is no Loki to wait for
 
     def start(self) -> None:
         # A write error (a closed pipe) cannot be retried into success: the crash fails the process, and the lines not
@@ -76,5 +76,17 @@ class StdoutSink:
             self._out.flush()
             with lanes.cond:
                 lanes.done(batch)
-            self._checkpoint.advance(advances_of(batch))
+            self._state.checkpoint.advance(batch.advances())
             self._telemetry.entries_sent(len(batch.entries))
+
+    def reconfigure(self, config: Config) -> None:
+        """Nothing of it is reloadable."""
+
+    def ready(self) -> bool:
+        return True  # there is no Loki to wait for
+
+    def stats(self) -> SinkStats:
+        return SinkStats()
+
+    def close(self) -> None:
+        """Its output belongs to the process."""

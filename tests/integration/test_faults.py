@@ -188,6 +188,44 @@ def test_sigkill_during_spool_replay(
     proc.stop()
 
 
+def test_sigkill_while_spilling_neither_loses_nor_repeats(
+    tmp_path: Path, loki: LokiServer, containers: Containers, docker_client: docker.DockerClient
+) -> None:
+    # Loki is down and the memory budget is small: batches go to the spool while the container writes. logpipe is
+    # killed five times in the middle of that. A spill and its cursor advance are one transaction: no batch may be
+    # both replayed from the spool and read again from Docker (the old two-file design had that window).
+    proc = LogpipeProcess(
+        tmp_path,
+        loki.url,
+        containers.project,
+        env={
+            "LOGPIPE_PIPELINE_MEMORY_QUEUE_MAX_BYTES": str(1 * MiB),
+            "LOGPIPE_LOKI_BATCH_MAX_BYTES": str(64 * 1024),
+        },
+    )
+    loki.down()
+    write_parts(tmp_path / "data", "spilling", lines=60_000, per_part=1000)
+    proc.start()
+    box = containers.run("api", replay_command(0.15), volumes=mount(tmp_path / "data"))
+    name = f"{containers.project}-api-1"
+    kills = 0
+    for _ in range(5):
+        spooled = proc.metric("logpipe_entries_spooled_total")
+        assert wait_until(lambda s=spooled: proc.metric("logpipe_entries_spooled_total") > s + 500, 60), (
+            "nothing was spilled"
+        )
+        proc.kill()
+        kills += 1
+        proc.start()
+    loki.up()
+    box.wait(timeout=120)
+    expected = Counter(docker_lines(docker_client, box.id))
+    assert wait_until(lambda: len(loki.lines(container=name)) >= sum(expected.values()), 120)
+    proc.wait_settled(60)
+    report("SIGKILL while spilling", loki, expected, Counter(loki.lines(container=name)), kills=kills)
+    proc.stop()
+
+
 def _stored_but_unanswered(
     title: str,
     tmp_path: Path,

@@ -13,19 +13,18 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from logpipe.checkpoint import Checkpoint
 from logpipe.config import LokiConfig
 from logpipe.sinks.lanes import Entry, Lanes
 from logpipe.sinks.loki import LokiClient, PushResult
-from logpipe.sinks.overflow import Overflow
+from logpipe.sinks.replay import pack
 from logpipe.sinks.sender import LokiSender
-from logpipe.sinks.spool import Spool
-from logpipe.sources.engine import ContainerInfo
+from logpipe.state import Checkpoint, State
 from logpipe.telemetry import Telemetry
 from tests.dockerkit import wait_until
 from tests.support.lokiserver import LokiServer
@@ -55,21 +54,31 @@ def clients() -> Iterator[list[LokiClient]]:
         client.close()
 
 
+def state_in(directory: Path, containers: tuple[str, ...] | list[str] = ()) -> State:
+    state = State(directory, spool_max_bytes=64 * MiB, fsync=False)
+    state.open()
+    for name in containers:
+        state.checkpoint.follow(name, name, 0)
+    return state
+
+
+def spill(state: State, batch: list[Entry]) -> int:
+    """A batch in the spool, as the sink spills one when Loki is down."""
+    return state.spill(pack(batch), len(batch), [])
+
+
 def sender_for(
     loki: LokiServer, tmp_path: Path, budget: int, containers: list[str], clients: list[LokiClient]
 ) -> tuple[LokiSender, Lanes, Checkpoint]:
-    checkpoint = Checkpoint(tmp_path / "checkpoint.json")
-    for name in containers:
-        checkpoint.follow(ContainerInfo(name, name, "api", "p", False, True, {}), 0)
+    state = state_in(tmp_path / "state", containers)
     lanes = Lanes(budget)
     telemetry = Telemetry(CollectorRegistry())
     config = LokiConfig(url=loki.url, batch_wait_secs=0.1, min_backoff_secs=0.1, max_backoff_secs=0.5, timeout_secs=2)
     client = LokiClient(config)
     clients.append(client)
-    sender = LokiSender(client, lanes, checkpoint, config, telemetry)
-    spool = Spool(tmp_path / "spool", max_bytes=64 * MiB, segment_bytes=MiB, fsync=False)
-    sender.overflow = Overflow(spool, "block", telemetry)
-    return sender, lanes, checkpoint
+    sender = LokiSender(client, lanes, state, config, telemetry, spool_policy="block")
+    sender.state = state  # type: ignore[attr-defined]  # for the tests below
+    return sender, lanes, state.checkpoint
 
 
 def two_pushes_awaiting_read_back(loki: LokiServer, lanes: Lanes) -> None:
@@ -99,7 +108,7 @@ def test_stopping_during_the_read_back_keeps_the_intent_and_sends_nothing_again(
     assert len(loki.lines()) == 5
     assert len(checkpoint.intents()) == 1, "the next start must read the push back"
     assert checkpoint.position("a", "stdout") is None
-    assert sender.overflow is not None and sender.overflow.spool.records == 0
+    assert sender.state.spool.records == 0  # type: ignore[attr-defined]
 
 
 def test_full_lanes_during_the_read_back_spill_instead_of_stalling(
@@ -118,7 +127,7 @@ def test_full_lanes_during_the_read_back_spill_instead_of_stalling(
             assert lanes.put(("c", "stdout"), "c", entries("c", fed, 100), 100 * 164)
             fed += 100
         assert fed == 3000, "the readers were blocked: nothing was spilled"
-        assert sender.overflow is not None and sender.overflow.spool.records > 0
+        assert sender.state.spool.records > 0  # type: ignore[attr-defined]
     finally:
         sender.stop(3.0)
 
@@ -128,15 +137,15 @@ def test_a_spooled_batch_too_large_for_loki_is_replayed_in_parts(tmp_path: Path,
     # too large on its own is dropped and counted, not retried forever nor acknowledged as sent.
     with LokiServer(visibility_delay_secs=0.0, max_body_bytes=8 * 1024) as loki:
         sender, _lanes, _checkpoint = sender_for(loki, tmp_path, 64 * MiB, ["a"], clients)
-        assert sender.overflow is not None
+        state: State = sender.state  # type: ignore[attr-defined]
         now = time.time_ns()
         labels = (("container", "a"), ("service", "api"))
         batch = [(now + i, f"a {i:06d} {os.urandom(150).hex()}", None, labels, (now + i, 1), 364) for i in range(200)]
         huge = (now + 200, "a huge " + os.urandom(20_000).hex(), None, labels, (now + 200, 1), 40_071)
-        assert sender.overflow.spill([*batch, huge])
+        spill(state, [*batch, huge])
         sender.start()
         try:
-            assert wait_until(lambda: sender.overflow is not None and sender.overflow.spool.records == 0, 20)
+            assert wait_until(lambda: state.spool.records == 0, 20)
             assert sorted(loki.lines()) == sorted(entry[1] for entry in batch)
             assert loki.duplicates() == []
         finally:
@@ -182,26 +191,22 @@ def test_a_crash_between_the_parts_of_a_split_replay_loses_nothing(tmp_path: Pat
 
     telemetry = Telemetry(CollectorRegistry())
     config = LokiConfig(url="http://loki", timeout_secs=1)
-    spool = Spool(tmp_path / "spool", max_bytes=16 * MiB, segment_bytes=MiB, fsync=False)
-    assert Overflow(spool, "block", telemetry).spill(batch("a") + batch("b"))
+    state = state_in(tmp_path / "state")
+    spill(state, batch("a") + batch("b"))
     loki = _SplitThenDie()
-    checkpoint = Checkpoint(tmp_path / "checkpoint.json")
-    sender = LokiSender(loki, Lanes(16 * MiB), checkpoint, config, telemetry, Overflow(spool, "block", telemetry))  # type: ignore[arg-type]
+    sender = LokiSender(loki, Lanes(16 * MiB), state, config, telemetry)  # type: ignore[arg-type]
     sender.start()
     assert wait_until(lambda: loki.calls == 3, 5)  # 413, first half stored, second half in flight: 'crash' now
-    checkpoint.flush()
-    spool.close()
+    state.checkpoint.commit()
     try:
         # The next start: the record must not count as delivered because its first half arrived (the split parts
         # carry no intent, so nothing can be read back), so it is replayed and its second half arrives too.
-        reopened = Spool(tmp_path / "spool", max_bytes=16 * MiB, segment_bytes=MiB, fsync=False)
-        assert reopened.records == 1
-        again = Checkpoint(tmp_path / "checkpoint.json")
-        again.load()
-        assert again.intents() == []
-        restarted = LokiSender(loki, Lanes(16 * MiB), again, config, telemetry, Overflow(reopened, "block", telemetry))  # type: ignore[arg-type]
+        again = state_in(tmp_path / "state")
+        assert again.spool.records == 1
+        assert again.checkpoint.intents() == []
+        restarted = LokiSender(loki, Lanes(16 * MiB), again, config, telemetry)  # type: ignore[arg-type]
         restarted.start()
-        assert wait_until(lambda: reopened.records == 0, 10)
+        assert wait_until(lambda: again.spool.records == 0, 10)
         restarted.stop(1.0)
         stored = {line for _labels, _ts, line in loki.stored}
         assert stored == {f"{c} {i}" for c in "ab" for i in range(10)}, "a half of the record was lost"
@@ -256,61 +261,56 @@ def test_a_push_stored_only_in_part_is_completed_not_called_delivered(
     assert asked['{container="a", service="api"}'] == 1, "a stream already found was asked for again"
 
 
-class _WatchedSpool(Spool):
-    """A spool that checks, whenever it is read or acknowledged, whether the lanes' lock is free meanwhile: every
-    `put` and every push completion takes that lock, so the disk must never be touched while it is held."""
+class _LockWatch:
+    """Checks, whenever the spool is read or acknowledged, whether the lanes' lock is free meanwhile: every `put`
+    and every push completion takes that lock, so the disk must never be touched while it is held."""
 
-    lanes: Lanes | None = None
-    touched_under_lock: list[str]
-    touched: list[str]
+    def __init__(self, lanes: Lanes) -> None:
+        self.lanes = lanes
+        self.touched: list[str] = []
+        self.touched_under_lock: list[str] = []
 
-    def _lanes_free(self, what: str) -> None:
-        if self.lanes is None:
-            return
-        got: list[bool] = []
+    def wrap(self, what: str, method: Any) -> Any:
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            got: list[bool] = []
 
-        def probe() -> None:
-            assert self.lanes is not None
-            ok = self.lanes.cond.acquire(timeout=1.0)
-            if ok:
-                self.lanes.cond.release()
-            got.append(ok)
+            def probe() -> None:
+                ok = self.lanes.cond.acquire(timeout=1.0)
+                if ok:
+                    self.lanes.cond.release()
+                got.append(ok)
 
-        prober = threading.Thread(target=probe)
-        prober.start()
-        prober.join()
-        self.touched.append(what)
-        if not got[0]:
-            self.touched_under_lock.append(what)
+            prober = threading.Thread(target=probe)
+            prober.start()
+            prober.join()
+            self.touched.append(what)
+            if not got[0]:
+                self.touched_under_lock.append(what)
+            return method(*args, **kwargs)
 
-    def next_after(self, rid: tuple[int, int] | None) -> tuple[tuple[int, int], bytes] | None:
-        self._lanes_free("read")
-        return super().next_after(rid)
-
-    def ack(self, rid: tuple[int, int]) -> None:
-        self._lanes_free("ack")
-        super().ack(rid)
+        return watched
 
 
 def test_the_spool_is_never_read_or_acknowledged_under_the_lanes_lock(
-    loki: LokiServer, tmp_path: Path, clients: list[LokiClient]
+    loki: LokiServer, tmp_path: Path, clients: list[LokiClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spool = _WatchedSpool(tmp_path / "spool", max_bytes=64 * MiB, segment_bytes=MiB, fsync=True)
-    spool.touched, spool.touched_under_lock = [], []
+    state = State(tmp_path / "state", spool_max_bytes=64 * MiB, fsync=True)
+    state.open()
     telemetry = Telemetry(CollectorRegistry())
     for i in range(3):
-        assert Overflow(spool, "block", telemetry).spill(entries("a", i * 10, 10))
-    checkpoint = Checkpoint(tmp_path / "checkpoint.json")
+        spill(state, entries("a", i * 10, 10))
     lanes = Lanes(64 * MiB)
+    watch = _LockWatch(lanes)
+    monkeypatch.setattr(state.spool, "next_after", watch.wrap("read", state.spool.next_after))
+    monkeypatch.setattr(state.spool, "delivered", watch.wrap("ack", state.spool.delivered))
     config = LokiConfig(url=loki.url, batch_wait_secs=0.1, timeout_secs=2)
     client = LokiClient(config)
     clients.append(client)
-    spool.lanes = lanes
-    sender = LokiSender(client, lanes, checkpoint, config, telemetry, Overflow(spool, "block", telemetry))
+    sender = LokiSender(client, lanes, state, config, telemetry)
     sender.start()
     try:
-        assert wait_until(lambda: spool.records == 0 and len(loki.lines()) == 30, 20)
+        assert wait_until(lambda: state.spool.records == 0 and len(loki.lines()) == 30, 20)
     finally:
         sender.stop(3.0)
-    assert spool.touched.count("ack") == 3 and "read" in spool.touched
-    assert spool.touched_under_lock == [], "the disk was touched while every put and ack waited for it"
+    assert watch.touched.count("ack") == 3 and "read" in watch.touched
+    assert watch.touched_under_lock == [], "the disk was touched while every put and ack waited for it"
