@@ -192,12 +192,12 @@ class Prometheus:
         return "\n".join(p.read_text(errors="replace")[-1500:] for p in sorted(self.directory.glob("*.log")))
 
     def stop(self) -> None:
-        for proc in self.procs:
+        # Agents first: an agent whose central Prometheus is gone waits to flush its remote-write queue.
+        for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
-        for proc in self.procs:
             try:
-                proc.wait(10)
+                proc.wait(3)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
