@@ -257,7 +257,7 @@ class Family:
         removed = 0
         for table in self.tables:
             gone = 0
-            for key, s in list(table.series.items()):
+            for key, s in table.series.copy().items():  # see collect()
                 if s[0] < cutoff:
                     table.series.pop(key, None)
                     if s[0] >= cutoff:  # updated while we looked: keep it
@@ -284,7 +284,11 @@ class Family:
         for table in list(self.tables):
             names = table.labelnames
             les = table.les
-            for key, s in list(table.series.items()):
+            # A copy first: `list(d.items())` allocates a tuple per item while iterating, an allocation can run the
+            # garbage collector and a finalizer, and the pipeline thread can then add a series mid-iteration
+            # ("dictionary changed size during iteration": seen once in the scrape property test). `copy()`
+            # takes the entries in one step.
+            for key, s in table.series.copy().items():
                 labels = dict(zip(names, [v if type(v) is str else str(v) for v in key], strict=False))
                 if kind != HISTOGRAM:
                     add(sample, labels, s[1])
