@@ -44,6 +44,31 @@ class Chunk:
 
 LEVELS = ("debug", "info", "warning", "error", "critical", "unknown")
 
+#: Every value `Event.format` can take (the parse stage's format tags; metrics use them as label values).
+FORMATS = (
+    "dify_text",
+    "dify_json",
+    "celery_text",
+    "celery_banner",
+    "gunicorn",
+    "plugin_text",
+    "plugin_json",
+    "gorm",
+    "go_log",
+    "gin",
+    "sandbox_json",
+    "nginx_access",
+    "nginx_error",
+    "squid",
+    "postgres",
+    "redis",
+    "weaviate_json",
+    "json",
+    "llm_debug",
+    "traceback",
+    "raw",
+)
+
 TIMEOUT_KINDS = (
     "worker_timeout",
     "upstream_timeout",

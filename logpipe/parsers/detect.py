@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from logpipe.event import FORMATS as EVENT_FORMATS
+
 # Format tags. Metrics use them as label values, so the set is closed: add one only for a format that needs it.
 DIFY_TEXT: Final = "dify_text"
 DIFY_JSON: Final = "dify_json"
@@ -36,30 +38,8 @@ LLM_DEBUG: Final = "llm_debug"
 TRACEBACK: Final = "traceback"
 RAW: Final = "raw"
 
-#: Every value `Event.format` can take.
-FORMATS: Final = (
-    DIFY_TEXT,
-    DIFY_JSON,
-    CELERY_TEXT,
-    CELERY_BANNER,
-    GUNICORN,
-    PLUGIN_TEXT,
-    PLUGIN_JSON,
-    GORM,
-    GO_LOG,
-    GIN,
-    SANDBOX_JSON,
-    NGINX_ACCESS,
-    NGINX_ERROR,
-    SQUID,
-    POSTGRES,
-    REDIS,
-    WEAVIATE_JSON,
-    JSON,
-    LLM_DEBUG,
-    TRACEBACK,
-    RAW,
-)
+#: Every value `Event.format` can take: the tags above (configuration validates against the list in `event`).
+FORMATS: Final = EVENT_FORMATS
 
 #: Kinds whose record is complete with its first line. Every other start kind may be followed by continuation
 #: lines (tracebacks, Go stacks, gorm's SQL line, LLM blocks, the banner) and stays open until the next start.

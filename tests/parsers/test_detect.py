@@ -111,3 +111,13 @@ def test_strip_ansi(text: str, stripped: str) -> None:
 def test_single_line_kinds_are_known_formats() -> None:
     assert set(detect.SINGLE_LINE) <= set(detect.FORMATS)
     assert len(set(detect.FORMATS)) == len(detect.FORMATS)
+
+
+def test_every_format_tag_is_in_the_list_configuration_validates_against() -> None:
+    tags = {
+        value
+        for name, value in vars(detect).items()
+        if name.isupper() and not name.startswith("_") and isinstance(value, str)
+        and name not in ("BLANK", "TRACEBACK_HEADER")
+    }
+    assert tags == set(detect.FORMATS)
