@@ -16,9 +16,32 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from logpipe import __version__
+from logpipe.event import FORMATS
+from logpipe.ratelimit import RateLimitedLog
 from logpipe.threads import KINDS as THREAD_KINDS
 
 log = logging.getLogger("logpipe")
+
+#: Why entries never reach Loki. Chosen: a ship rule (`rule`), a sample rule (`sampled`), the per-stream rate limit
+#: (`rate_limited`). Lost: the rest, Loki's own reasons (from its 400 bodies) included. Every one is exported at
+#: 0 from the start, so `increase()` alerts and dashboard panels read 0 rather than nothing on a healthy system.
+CHOSEN_DROPS = ("rule", "sampled", "rate_limited")
+LOST_DROPS = (
+    "too_old",
+    "too_large",
+    "spool_full",
+    "too_far_behind",
+    "too_new",
+    "line_too_long",
+    "metadata_invalid",
+    "invalid_labels",
+    "loki_rate_limited",
+    "stream_limit",
+    "rejected",
+)
+#: Loki answers exported at 0 from the start ("error": no answer at all). Other statuses appear when they happen.
+LOKI_STATUSES = ("204", "400", "401", "403", "404", "413", "429", "500", "502", "503", "504", "error")
+RECONNECT_STREAMS = ("logs", "events")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +109,12 @@ class Telemetry:
         self._partials = c("logpipe_partial_frames_joined", "Docker 16 KiB partial messages joined into their line.")
         self._truncated = c("logpipe_lines_truncated", "Lines cut at docker.max_line_bytes (marked in the line).")
         self._bad_ts = c("logpipe_bad_timestamps", "Docker log frames without a readable timestamp.")
-        self._entries_read = c("logpipe_entries_read", "Entries (records) built from lines.")
+        self._entries_read = c("logpipe_entries_read", "Entries built: records, and rate-limit summaries.")
         self._entries_sent = c("logpipe_entries_sent", "Entries acknowledged by Loki (or written by the stdout sink).")
         self._entries_dropped = c(
-            "logpipe_entries_dropped", "Entries that will never reach Loki, by reason.", ["reason"]
+            "logpipe_entries_dropped",
+            "Entries that will never reach Loki, by reason (and the ship rule that chose it, or empty).",
+            ["reason", "rule"],
         )
         self._entries_retried = c("logpipe_entries_retried", "Entries in pushes that had to be retried.")
         self._entries_spooled = c("logpipe_entries_spooled", "Entries written to the disk spool.")
@@ -113,6 +138,15 @@ class Telemetry:
         )
         for kind in THREAD_KINDS:
             self._thread_crashes.labels(kind)
+        for reason in CHOSEN_DROPS[2:] + LOST_DROPS:
+            self._entries_dropped.labels(reason, "")
+        for status in LOKI_STATUSES:
+            self._responses.labels(status)
+        for stream in RECONNECT_STREAMS:
+            self._reconnects.labels(stream)
+        for fmt in FORMATS:
+            self._parse_errors.labels(fmt)
+        self._warn = RateLimitedLog(log)
         self._push_duration = Histogram(
             "logpipe_loki_push_duration_seconds",
             "Duration of Loki push requests.",
@@ -165,10 +199,18 @@ class Telemetry:
         if compressed_bytes:
             self._sent_bytes.inc(compressed_bytes)
 
-    def entries_dropped(self, reason: str, n: int) -> None:
+    def entries_dropped(self, reason: str, n: int, rule: str = "") -> None:
+        """`n` entries will never reach Loki; a lost one is logged (at most every 10 s per reason)."""
         if n:
-            self._entries_dropped.labels(reason).inc(n)
-            log.warning("entries dropped", extra={"reason": reason, "entries": n})
+            self._entries_dropped.labels(reason, rule).inc(n)
+            if reason not in ("rule", "sampled"):
+                self._warn.warning("entries dropped", key=reason, reason=reason, entries=n)
+
+    def ship_rules(self, rules: Mapping[str, str]) -> None:
+        """Export the drops of these ship rules (name: action) at 0 (at startup and on every reload)."""
+        for name, action in rules.items():
+            if action in ("drop", "sample"):
+                self._entries_dropped.labels("rule" if action == "drop" else "sampled", name)
 
     def entries_retried(self, n: int) -> None:
         self._entries_retried.inc(n)

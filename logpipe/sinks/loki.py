@@ -33,7 +33,7 @@ _REASONS = (
     ("max line size", "line_too_long"),
     ("structured metadata", "metadata_invalid"),
     ("label", "invalid_labels"),
-    ("rate limit", "rate_limited"),
+    ("rate limit", "loki_rate_limited"),
     ("stream limit", "stream_limit"),
 )
 

@@ -206,3 +206,11 @@ def test_every_gzip_level_gives_a_standard_gzip_body(level: int) -> None:
     )
     values = orjson.loads(gzip.decompress(pushed.body))["streams"][0]["values"]
     assert [v[1] for v in values] == [e[1] for e in entries]
+
+
+def test_every_reason_loki_gives_for_refusing_entries_is_exported_from_the_start() -> None:
+    # A dashboard panel or an increase() alert on a reason that has never happened reads 0, not "No data".
+    from logpipe.sinks.loki import _REASONS  # noqa: PLC0415
+    from logpipe.telemetry import LOST_DROPS  # noqa: PLC0415
+
+    assert {reason for _, reason in _REASONS} | {"rejected"} <= set(LOST_DROPS)

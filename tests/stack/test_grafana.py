@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,14 +164,14 @@ def rows() -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     return out
 
 
-def queries() -> list[tuple[str, str, str, str]]:
-    """(row title, panel title, legend, PromQL) of every Prometheus query."""
+def queries(convert: Callable[[str], str] = grafana_to_promql) -> list[tuple[str, str, str, str]]:
+    """(row title, panel title, legend, PromQL) of every Prometheus query (`convert` fills in Grafana's variables)."""
     found = []
     for row, members in rows():
         for panel in members:
             for target in panel.get("targets", []):
                 if (target.get("datasource") or panel["datasource"])["type"] == "prometheus":
-                    expr = grafana_to_promql(target["expr"])
+                    expr = convert(target["expr"])
                     found.append((row["title"], panel["title"], target.get("legendFormat", ""), expr))
     return found
 
