@@ -91,6 +91,8 @@ class Bench:
             directory, loki.url, project, env={
                 "LOGPIPE_LOKI_BATCH_WAIT_SECS": "1.0",
                 "LOGPIPE_LOG_LEVEL": "warning",
+                # The corpora are written as fast as a container can print: every line is to be shipped.
+                "LOGPIPE_SHIP_RATE_LIMIT_LINES_PER_SEC": "0",
                 # Experiments: any LOGPIPE_ setting in the bench's environment reaches logpipe.
                 **{k: v for k, v in os.environ.items() if k.startswith("LOGPIPE_")},
             }

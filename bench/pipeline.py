@@ -1,4 +1,5 @@
 """The `pipeline` benchmark: decode + group + parse + redact + metrics + encode (+ gzip), one core, no I/O.
+`ship_rules`: what deciding what to ship costs per record, without rules and with twenty.
 
 Lines come from the realistic mixed Dify corpus (bench/corpus.py) and enter the real `Pipeline` the way the
 Docker source hands them on (chunks of one container stream); the lanes' entries are then encoded into Loki push
@@ -15,10 +16,11 @@ from prometheus_client import CollectorRegistry
 
 from bench.corpus import dify_corpus
 from bench.jsoncorpus import dify_json_corpus
-from logpipe.config import Config
+from logpipe.config import Config, ShipConfig, ShipMatch, ShipRule
 from logpipe.event import Chunk, ContainerInfo
 from logpipe.metrics import LogMetrics
 from logpipe.pipeline import Pipeline, tune_gc
+from logpipe.shipping import Shipping
 from logpipe.sinks.lanes import BatchLimits, Lanes
 from logpipe.sinks.push import encode
 from logpipe.telemetry import Telemetry
@@ -66,7 +68,7 @@ def chunks_of(lines: int, seed: int = 1, corpus_name: str = "mixed") -> tuple[li
 
 def run(lines: int, metrics_on: bool, corpus_name: str = "mixed") -> dict[str, Any]:
     chunks, total_bytes = chunks_of(lines, corpus_name=corpus_name)
-    config = Config()
+    config = replace(Config(), ship=ShipConfig(rate_limit_lines_per_sec=0))  # ship every line: the corpus is dense
     registry = CollectorRegistry()
     telemetry = Telemetry(registry)
     lanes = Lanes(1 << 40)  # no backpressure: everything stays in memory for the encode phase
@@ -121,5 +123,59 @@ def bench(short: bool, only: list[str] | None = None) -> dict[str, Any]:
         "json": lambda: run(lines, True, "json"),
         "metrics_on": lambda: run(lines, True),
         "metrics_off": lambda: run(lines, False),
+        "ship_rules": lambda: rules_cost(lines),
     }
     return {name: case() for name, case in found.items() if not only or name in only}
+
+
+#: Twenty rules of the kinds operators write, none of which matches a line of the JSON corpus: scoped to other
+#: services, to levels and formats it does not have, to HTTP paths, and substrings and regexes of the line.
+TWENTY_RULES = (
+    [ShipRule(f"svc{i}", "drop", match=ShipMatch(service=(s,), path="^/health")) for i, s in
+     enumerate(("nginx", "plugin_daemon", "sandbox", "weaviate", "ssrf_proxy"))]
+    + [ShipRule(f"lvl{i}", "drop", match=ShipMatch(level=("debug",), format=(f,))) for i, f in
+       enumerate(("dify_json", "dify_text", "llm_debug", "plugin_json", "celery_text"))]
+    + [ShipRule(f"path{i}", "drop", match=ShipMatch(path=p, status="^2")) for i, p in
+       enumerate(("^/health$", "^/healthz$", "^/metrics$", "^/console/api/ping", "^/v1/ping"))]
+    + [ShipRule(f"text{i}", "drop", match=ShipMatch(contains=c)) for i, c in
+       enumerate(("[on_llm_before_invoke]", "HEALTHCHECK", "kube-probe", "ELB-HealthChecker"))]
+    + [ShipRule("regex", "drop", match=ShipMatch(regex=r"GET /(?:health|ready)z? HTTP"))]
+)  # fmt: skip
+
+
+def rules_cost(lines: int) -> dict[str, Any]:
+    """Nanoseconds per record that deciding costs: no rules, the 20 rules above (none matching), and the same 20
+    rules applying to every stream (the service scope removed): the worst case short of a match."""
+    chunks, _ = chunks_of(lines, corpus_name="json")
+    parser_config = Config()
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry)
+    lanes = Lanes(1 << 40)
+    pipeline = Pipeline(parser_config, lanes, None, telemetry, lambda: "bench-host")
+    for chunk in chunks:  # parse once; decide many times below
+        pipeline.process(chunk, time.monotonic())
+    pipeline.flush_all()
+    from logpipe.event import Event
+
+    events: list[list[Event]] = []
+    parser = pipeline._parser  # noqa: SLF001 - the bench times the decision alone, on parsed records
+    for chunk in chunks:
+        grouper = parser.grouper()
+        texts = [line[2].decode() for line in chunk.lines]
+        records = grouper.feed(chunk.lines, texts, 0.0) + [r for r in [grouper.flush()] if r is not None]
+        events.append([parser.parse(r, "api", "docker-api-1", "stdout") for r in records])
+    n = sum(len(e) for e in events)
+    unscoped = tuple(ShipRule(r.name, r.action, r.rate, replace(r.match, service=())) for r in TWENTY_RULES)
+    out: dict[str, Any] = {"records": n}
+    for name, rules in (("none", ()), ("twenty_no_match", TWENTY_RULES), ("twenty_unscoped_no_match", unscoped)):
+        shipping = Shipping(ShipConfig(rules=rules, rate_limit_lines_per_sec=5000, rate_limit_burst=1e12),
+                            lambda *_: None)  # fmt: skip
+        stream = shipping.stream("api", "docker-api-1", "stdout")
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for batch in events:
+                stream.decide(batch, 0.0)
+            best = min(best, time.perf_counter() - started)
+        out[f"{name}_ns_per_record"] = round(best / n * 1e9)
+    return out

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 
 from logpipe.budget import ByteBudget
 from logpipe.config import Config
-from logpipe.event import Chunk, Event, SourceLine
+from logpipe.event import Chunk, Event, Position, SourceLine
 from logpipe.metrics import LogMetrics
 from logpipe.parsers import Grouper, Parser, RawRecord
 from logpipe.redact import Redactor
-from logpipe.sinks.lanes import Entry, LabelKey, LaneKey, Lanes
+from logpipe.shipping import Shipping, StreamShipping
+from logpipe.sinks.lanes import PASSED, Entry, LabelKey, LaneKey, Lanes
 from logpipe.telemetry import Telemetry
 from logpipe.threads import Threads
 
@@ -135,8 +136,10 @@ class _LaneState:
     container: str
     stream: str
     project: str
+    ship: StreamShipping
     labels: dict[str, LabelKey] = field(default_factory=dict)
     seen: float = 0.0  # monotonic time of the last chunk
+    end: Position | None = None  # where the last record put on the lane ended
 
 
 class Pipeline:
@@ -161,6 +164,8 @@ class Pipeline:
         self._static_labels = dict(config.loki.labels)
         self._metadata = config.loki.structured_metadata
         self._max_line = config.loki.max_line_bytes
+        self._shipping = Shipping(config.ship, telemetry.entries_dropped)
+        telemetry.ship_rules({rule.name: rule.action for rule in config.ship.rules})
         self._state: dict[LaneKey, _LaneState] = {}
 
     def process(self, chunk: Chunk, now: float) -> None:
@@ -169,10 +174,16 @@ class Pipeline:
         state = self._state.get(key)
         if state is None:
             state = self._state[key] = _LaneState(
-                self._parser.grouper(), info.service, info.name, chunk.stream, info.project
+                self._parser.grouper(),
+                info.service,
+                info.name,
+                chunk.stream,
+                info.project,
+                self._shipping.stream(info.service, info.name, chunk.stream),
             )
-        elif state.container != info.name:
-            state.container, state.labels = info.name, {}  # renamed
+        elif state.container != info.name:  # renamed
+            state.container, state.labels = info.name, {}
+            state.ship = self._shipping.stream(info.service, info.name, chunk.stream)
         state.seen = now
         lines = chunk.lines
         texts = self._texts(lines)
@@ -180,7 +191,7 @@ class Pipeline:
         self._telemetry.lines_read(len(lines))
         self._count_blanks(state)
         if records:
-            self._ship(key, state, records)
+            self._ship(key, state, records, now)
 
     def _texts(self, lines: list[SourceLine]) -> list[str]:
         """The lines as text: one decode for the whole chunk when it is clean UTF-8 (the usual case); line by
@@ -229,9 +240,10 @@ class Pipeline:
                 record = state.grouper.flush_idle(now)
                 self._count_blanks(state)
                 if record is not None:
-                    self._ship(key, state, [record])
+                    self._ship(key, state, [record], now)
             elif now - state.seen >= STATE_IDLE_SECS:
                 idle.append(key)
+            self._summarize(key, state, now)  # long before the stream is forgotten
         for key in idle:
             del self._state[key]
 
@@ -242,13 +254,15 @@ class Pipeline:
 
     def flush_all(self) -> None:
         """Close every open record (reload, shutdown)."""
+        now = time.monotonic()
         for key, state in self._state.items():
             record = state.grouper.flush()
             self._count_blanks(state)
             if record is not None:
-                self._ship(key, state, [record])
+                self._ship(key, state, [record], now)
+            self._summarize(key, state, now, force=True)
 
-    def _ship(self, key: LaneKey, state: _LaneState, records: list[RawRecord]) -> None:
+    def _ship(self, key: LaneKey, state: _LaneState, records: list[RawRecord], now: float) -> None:
         parse = self._parser.parse
         service, container, stream = state.service, state.container, state.stream
         events = [parse(record, service, container, stream) for record in records]
@@ -263,23 +277,50 @@ class Pipeline:
             if len(event.text) * 4 > max_line:  # Loki refuses longer entries outright
                 event.text = fit(event.text, max_line)
         if self._metrics is not None:
-            self._metrics.observe_all(events)
+            self._metrics.observe_all(events)  # every record counts, whatever is shipped
+        verdicts = state.ship.decide(events, now)
         entries: list[Entry] = []
         append = entries.append
         size = 0
         label_sets = state.labels
         metadata_on = self._metadata
-        for event, record in zip(events, records, strict=True):
+        dropped_at: Event | None = None
+        summaries = 0
+        for i, (event, record) in enumerate(zip(events, records, strict=True)):
             text = event.text
-            labels = label_sets.get(event.level)
-            if labels is None:
-                labels = label_sets[event.level] = self._labels(state, event.level)
+            level = event.level
             metadata = metadata_of(event) if metadata_on else None
+            if verdicts is not None and (verdict := verdicts[i]) is not None:
+                if not verdict:  # dropped: only its position is kept (below), so that the cursor passes it
+                    dropped_at = event
+                    continue
+                text, level, metadata = verdict, "warning", None  # a rate-limit summary in its place
+                summaries += 1
+            dropped_at = None
+            labels = label_sets.get(level)
+            if labels is None:
+                labels = label_sets[level] = self._labels(state, level)
             entry_size = len(text) + _ENTRY_OVERHEAD
             append((event.ts_ns, text, metadata, labels, record.end, entry_size))
             size += entry_size
-        self._telemetry.entries_read(len(entries))
+        if dropped_at is not None:
+            append((dropped_at.ts_ns, "", None, PASSED, records[-1].end, _ENTRY_OVERHEAD))
+            size += _ENTRY_OVERHEAD
+        state.end = records[-1].end
+        self._telemetry.entries_read(len(events) + summaries)  # read = sent + dropped, exactly
         if not self._lanes.put(key, state.container, entries, size):
+            raise PipelineClosed
+
+    def _summarize(self, key: LaneKey, state: _LaneState, now: float, force: bool = False) -> None:
+        """Ship the rate limit's summary of a stream that went quiet (or at a reload or shutdown)."""
+        summary = state.ship.due_summary(now, force)
+        if summary is None or state.end is None:
+            return
+        ts, text = summary
+        labels = state.labels.get("warning") or state.labels.setdefault("warning", self._labels(state, "warning"))
+        size = len(text) + _ENTRY_OVERHEAD
+        self._telemetry.entries_read(1)
+        if not self._lanes.put(key, state.container, [(ts, text, None, labels, state.end, size)], size):
             raise PipelineClosed
 
     def _labels(self, state: _LaneState, level: str) -> LabelKey:

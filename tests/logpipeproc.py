@@ -59,6 +59,9 @@ class LogpipeProcess:
             "LOGPIPE_LOKI_MIN_BACKOFF_SECS": "0.2",
             "LOGPIPE_LOKI_MAX_BACKOFF_SECS": "2",
             "LOGPIPE_LOG_LEVEL": "info",
+            # The delivery tests write bursts of tens of thousands of lines a second, far over the default rate
+            # limit, and every line must arrive; tests/integration/test_noise.py sets the limit it tests.
+            "LOGPIPE_SHIP_RATE_LIMIT_LINES_PER_SEC": "0",
             "PYTHONPATH": str(REPO),
         }
         if "DOCKER_HOST" in os.environ:

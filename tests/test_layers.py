@@ -32,6 +32,7 @@ STAGES = {
     "parsers": 2,
     "redact": 2,
     "metrics": 2,
+    "shipping": 2,
     "pipeline": 2,
     "sinks": 3,
     "state": 4,

@@ -559,3 +559,24 @@ def test_cli_serves_until_sigterm_and_writes_a_summary(tmp_path: Path):
     assert proc.returncode == 0
     assert "2 entries stored, 1 duplicates, 0 rejected" in out
     assert orjson.loads(stats.read_bytes())["duplicates"] == 1
+
+
+def test_ingestion_rate_limit_refuses_a_push_whole_until_the_bucket_refills():
+    # ingestion_rate_mb / ingestion_burst_size_mb: a token bucket per tenant in bytes of lines and metadata.
+    with LokiServer(visibility_delay_secs=0, clock=lambda: NOW_S, ingestion_rate_mb=0.5,
+                    ingestion_burst_size_mb=0.25) as loki, http(loki.url) as client:  # fmt: skip
+        line = "x" * 100_000
+        assert push(client, body((API, [entry(NOW_NS, line), entry(NOW_NS + 1, line)]))).status_code == 204
+        r = push(client, body((API, [entry(NOW_NS + 2, line, {"trace_id": "ab"})])))
+        assert r.status_code == 429
+        assert r.text == (
+            "Ingestion rate limit exceeded for user fake (limit: 524288 bytes/sec) while attempting to ingest '1' "
+            "lines totaling '100010' bytes, reduce log volume or contact your Loki administrator to see if the "
+            "limit can be increased\n"
+        )
+        assert len(loki.entries()) == 2, "a refused push stores nothing"
+        # Another tenant has its own bucket; a push larger than the burst never fits.
+        assert push(client, body((API, [entry(NOW_NS, line)])), **{"X-Scope-OrgID": "other"}).status_code == 204
+        assert push(client, body((API, [entry(NOW_NS, "y" * 300_000)])), **{"X-Scope-OrgID": "big"}).status_code == 429
+        time.sleep(0.2)  # 0.5 MiB/s refills ~100 KiB
+        assert push(client, body((API, [entry(NOW_NS + 3, line)]))).status_code == 204

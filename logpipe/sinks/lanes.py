@@ -14,7 +14,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from logpipe.budget import ByteBudget
@@ -26,8 +26,9 @@ LabelKey = tuple[tuple[str, str], ...]
 
 #: One Loki entry: (timestamp ns, line, structured metadata or None, stream labels, source position, size).
 Entry = tuple[int, str, dict[str, str] | None, LabelKey, Position, int]
-
 LaneKey = tuple[str, str]  # (container id, stream name)
+#: Labels of an entry never sent: it stands for records dropped (ship rules, rate limit), to move the cursor past.
+PASSED: LabelKey = ()
 
 
 @dataclass(slots=True)
@@ -251,13 +252,19 @@ class Lanes:
         self.cond.notify_all()
         return advances
 
-    def retry(self, batch: Batch, delay_secs: float, transient: bool) -> None:
-        """The batch failed; its lanes wait `delay_secs` and then send their entries again."""
-        at = self._clock() + delay_secs
+    def retry(
+        self, batch: Batch, delay_secs: float, transient: bool, spared: Collection[LaneKey] = (), spared_secs: float = 0
+    ) -> None:
+        """The batch failed; its lanes wait `delay_secs`, then send again. Lanes in `spared` did not cause it (quiet
+        streams in a batch that Loki rate-limited): they wait `spared_secs`, and it is not a failure of theirs."""
+        now = self._clock()
         for lane, _ in batch.parts:
             lane.inflight = 0
+            if lane.key in spared:
+                lane.retry_at = now + spared_secs
+                continue
             lane.failures += 1
-            lane.retry_at = at
+            lane.retry_at = now + delay_secs
             lane.transient = transient
         self.cond.notify_all()
 
@@ -279,10 +286,8 @@ class Lanes:
         with self.cond:
             oldest: dict[str, int] = {}
             for lane in self._lanes.values():
-                if lane.entries:
-                    ts = lane.entries[0][0]
-                    if lane.container not in oldest or ts < oldest[lane.container]:
-                        oldest[lane.container] = ts
+                if lane.entries and lane.entries[0][0] < oldest.get(lane.container, 1 << 63):
+                    oldest[lane.container] = lane.entries[0][0]
             return oldest
 
     def containers(self) -> set[str]:
@@ -293,7 +298,3 @@ class Lanes:
     def any_waiting(self) -> bool:
         """Entries not yet acknowledged (call with `cond` held, or accept a stale answer)."""
         return bool(self._lanes)
-
-    def empty(self) -> bool:
-        with self.cond:
-            return not self._lanes

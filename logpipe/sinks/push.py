@@ -38,13 +38,16 @@ def encode(
     structured_metadata: bool,
     gzip_level: int,
 ) -> EncodedPush:
-    """Encode `entries` (any order, any streams) as one push body."""
+    """Encode `entries` (any order, any streams) as one push body; `lanes.PASSED` entries are left out."""
     cutoff = now_ns - max_age_ns
     streams: dict[LabelKey, list[list[object]]] = {}
     last_ts: dict[LabelKey, int] = {}
     unsorted: set[LabelKey] = set()
-    dropped = retimestamped = 0
+    dropped = retimestamped = passed = 0
     for ts, line, metadata, labels, _pos, _size in entries:
+        if not labels:  # PASSED: stands for records not shipped
+            passed += 1
+            continue
         if ts < cutoff:
             if too_old == "drop":
                 dropped += 1
@@ -70,7 +73,7 @@ def encode(
     payload = orjson.dumps({"streams": [{"stream": dict(k), "values": v} for k, v in streams.items()]})
     compressor = _compressor(gzip_level)
     body = compressor.compress(payload) + compressor.flush()
-    return EncodedPush(body, len(entries) - dropped, dropped, retimestamped, _probes(streams))
+    return EncodedPush(body, len(entries) - dropped - passed, dropped, retimestamped, _probes(streams))
 
 
 def _zlib_compressor(level: int) -> Any:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from logpipe.backoff import delay_for
 from logpipe.config import LokiConfig
 from logpipe.ratelimit import RateLimitedLog
-from logpipe.sinks.lanes import Batch, Entry, Lanes, new_id
+from logpipe.sinks.lanes import Batch, Entry, LaneKey, Lanes, new_id
 from logpipe.sinks.loki import LokiClient, PushResult
 from logpipe.sinks.push import EncodedPush, encode
 from logpipe.sinks.replay import ReplaySource
@@ -26,6 +26,21 @@ from logpipe.telemetry import Telemetry
 log = logging.getLogger("logpipe.loki")
 
 MAX_RETRY_AFTER_SECS = 300.0
+#: In a push Loki rate-limited, a lane that sent less than this is quiet: it did not cause the limit.
+QUIET_BYTES = 64 * 1024
+
+
+def quiet_lanes(batch: Batch) -> set[LaneKey]:
+    """The lanes of a rate-limited batch that did not cause the volume. They retry soon and do not back off: a
+    quiet container's error line must not wait behind a flooding container's backoff. (A push of quiet lanes only
+    is tiny and fits Loki's bucket once the flood waits; if it does not, it tries again at the minimum backoff.)"""
+    quiet: set[LaneKey] = set()
+    i = 0
+    for lane, n in batch.parts:
+        if sum(entry[5] for entry in batch.entries[i : i + n]) < QUIET_BYTES:
+            quiet.add(lane.key)
+        i += n
+    return quiet
 
 
 @dataclass(slots=True)
@@ -80,7 +95,7 @@ class Pusher:
     def settle_batch(self, batch: Batch, encoded: EncodedPush, intent: Intent, result: PushResult) -> None:
         """Apply a live push's final result to the lanes and the checkpoint."""
         if result.outcome in ("ok", "rejected") or (result.outcome == "too_large" and len(batch.entries) == 1):
-            self.loki_up = True
+            self.loki_up = self.loki_up or result.status != 0
             with self._lanes.cond:
                 self._lanes.done(batch)
             self._state.checkpoint.advance(intent.advances, intent.id)
@@ -97,7 +112,8 @@ class Pusher:
             return
         transient = result.status == 0 or result.status >= 500
         self.loki_up = self.loki_up and not transient
-        delay = self.delay(result, max(lane.failures for lane, _ in batch.parts))
+        spared = quiet_lanes(batch) if result.status == 429 and result.retry_after is None else ()
+        delay = self.delay(result, max((lane.failures for lane, _ in batch.parts if lane.key not in spared), default=0))
         self._telemetry.entries_retried(len(batch.entries))
         self._log.warning(
             "push failed; retrying",
@@ -107,7 +123,7 @@ class Pusher:
             retry_in_secs=round(delay, 2),
         )
         with self._lanes.cond:
-            self._lanes.retry(batch, delay, transient)
+            self._lanes.retry(batch, delay, transient, spared, self.config.min_backoff_secs)
 
     # -- spool records
     def push_record(self, rid: int, entries: list[Entry]) -> Uncertain | None:
@@ -138,17 +154,17 @@ class Pusher:
             self._state.checkpoint.abandon(intent.id)
             half = len(entries) // 2
             ok = self._push_part(entries[:half]) and self._push_part(entries[half:])
-            result = PushResult("ok", 0) if ok else PushResult("retry", 0, message="a part of a split replay")
+            result = PushResult("ok", 204) if ok else PushResult("retry", 0, message="a part of a split replay")
             encoded = None
         elif result.outcome == "too_large":
             self._telemetry.entries_dropped("too_large", 1)
-            result, encoded = PushResult("ok", 0), None
+            result, encoded = PushResult("ok", 413), None
         if result.outcome == "retry":
             self._state.checkpoint.abandon(intent.id)
             replay.failed(rid, self.delay(result, replay.failures))
             self._telemetry.entries_retried(len(entries))
             return
-        self.loki_up = True
+        self.loki_up = self.loki_up or result.status != 0
         replay.delivered(rid, intent.id)
         self._state.checkpoint.advance((), intent.id)
         if encoded is not None:
@@ -183,10 +199,10 @@ class Pusher:
 
     def send(self, encoded: EncodedPush, intent: Intent | None) -> PushResult:
         """POST `encoded`, recording `intent` first (durably) so that a crash mid-push can be read back."""
+        if not encoded.entries:  # everything was dropped (too old, or stands for records not shipped)
+            return PushResult("ok", 0)  # status 0: Loki was not asked
         if intent is not None and self.config.readback:
             self._state.checkpoint.begin(intent)
-        if not encoded.entries:
-            return PushResult("ok", 204)
         started = time.perf_counter()
         result = self._client.push(encoded.body)
         self._telemetry.pushed(str(result.status) if result.status else "error", time.perf_counter() - started)

@@ -33,8 +33,9 @@ _NO_POSITION = (0, 0)
 
 
 def pack(entries: list[Entry]) -> bytes:
-    rows = [[ts, line, metadata, [list(pair) for pair in labels]] for ts, line, metadata, labels, _p, _s in entries]
-    return _COUNT.pack(len(entries)) + zlib.compress(orjson.dumps(rows), 1)
+    """The entries to ship, for the spool (`PASSED` entries have done their work once the spill commits)."""
+    rows = [[ts, line, md, [list(pair) for pair in labels]] for ts, line, md, labels, _p, _s in entries if labels]
+    return _COUNT.pack(len(rows)) + zlib.compress(orjson.dumps(rows), 1)
 
 
 def unpack(payload: bytes) -> list[Entry]:
@@ -68,10 +69,11 @@ class ReplaySource:
         """Store the batch and advance its cursors together. False when the spool is full (or the disk refuses)
         under the block policy: the batch stays in the lanes."""
         payload = pack(batch.entries)
+        count = _COUNT.unpack_from(payload)[0]
         for _ in range(3):
             try:
-                self._state.spill(payload, len(batch.entries), batch.advances())
-                self._telemetry.entries_spooled(len(batch.entries))
+                self._state.spill(payload, count, batch.advances())
+                self._telemetry.entries_spooled(count)
                 return True
             except (SpoolFull, StateError) as exc:
                 why = "full" if isinstance(exc, SpoolFull) else f"disk refused: {exc}"

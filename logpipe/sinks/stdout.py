@@ -71,13 +71,14 @@ class StdoutSink:
                     option=orjson.OPT_APPEND_NEWLINE,
                 )
                 for ts, line, metadata, labels, _pos, _size in batch.entries
+                if labels  # not PASSED
             ]
             self._out.write(b"".join(lines))
             self._out.flush()
             with lanes.cond:
                 lanes.done(batch)
             self._state.checkpoint.advance(batch.advances())
-            self._telemetry.entries_sent(len(batch.entries))
+            self._telemetry.entries_sent(len(lines))
 
     def reconfigure(self, config: Config) -> None:
         """Nothing of it is reloadable."""

@@ -46,6 +46,13 @@ class Limits:
     max_label_value_length: int = 2048
     max_returned_stream_errors: int = 10
     max_entries_limit_per_query: int = 5000
+    # Loki's default is 4 MB/s (burst 6 MB) per tenant; here 0 means no limit, so that benchmarks and tests that
+    # are not about it can push as fast as they like. A push over it is refused whole with 429, nothing stored.
+    ingestion_rate_mb: float = 0.0
+    ingestion_burst_size_mb: float = 6.0
+
+
+_MB = 1 << 20
 
 
 class Entry(NamedTuple):
@@ -108,8 +115,26 @@ class Store:
         self.changed = threading.Condition(threading.RLock())
         self.clear()
 
+    def admit(self, tenant: str, size: int) -> bool:
+        """The distributor's ingestion rate limiter (Go's `rate.Limiter.AllowN`, one bucket per tenant): False
+        when `size` bytes (lines plus structured metadata) do not fit now; a refused push takes no tokens."""
+        rate = self.limits.ingestion_rate_mb * _MB
+        if not rate:
+            return True
+        burst = self.limits.ingestion_burst_size_mb * _MB
+        with self.changed:
+            now = time.monotonic()
+            tokens, last = self._buckets.get(tenant, (burst, now))
+            tokens = min(burst, tokens + (now - last) * rate)
+            if size > tokens:
+                self._buckets[tenant] = (tokens, now)
+                return False
+            self._buckets[tenant] = (tokens - size, now)
+            return True
+
     def clear(self) -> None:
         with self.changed:
+            self._buckets: dict[str, tuple[float, float]] = {}
             self._streams: dict[tuple[str, str], _Stream] = {}
             self.entries: list[Entry] = []
             self.rejected: list[Rejected] = []

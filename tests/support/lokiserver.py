@@ -369,6 +369,12 @@ class LokiServer:
         if not body.streams:
             self._answer(h, exchange, 422, "error at least one valid stream is required for ingestion")
             return
+        size = sum(len(line.encode()) + _metadata_size(md) for stream in body.streams for _, line, md in stream.entries)
+        if not self.store.admit(tenant, size):
+            limit = int(self.limits.ingestion_rate_mb * (1 << 20))
+            self._answer(h, exchange, 429, DEFAULT_BODIES[429].replace("4194304", str(limit)).format(
+                tenant=tenant, lines=exchange.entries, size=size))  # fmt: skip
+            return
         partial = self.faults.take("partial_drop")
         if partial is not None and partial.keep is not None:
             body.streams = [stream for stream in body.streams if partial.keep(stream.labels)]
@@ -408,6 +414,10 @@ class LokiServer:
         else:
             body = orjson.dumps({"status": "success", "data": data})
             self._answer(h, exchange, 200, body, content_type=JSON)
+
+
+def _metadata_size(metadata: Mapping[str, str] | None) -> int:
+    return sum(len(k) + len(v) for k, v in metadata.items()) if metadata else 0
 
 
 def _has(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
