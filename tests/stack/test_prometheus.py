@@ -104,6 +104,7 @@ PROMTAIL_EQUIVALENT = {
     "LogpipeLagging": "PromtailPushesFailing",
     "LogpipeSpoolNearLokiWindow": "PromtailPushesFailing",
     "LogpipeMetricSeriesCapped": "PromtailMetricSeriesHigh",
+    "LogpipeRateLimiting": "PromtailRateLimiting",
 }
 
 

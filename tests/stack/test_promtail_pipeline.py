@@ -7,6 +7,7 @@ of shared/dify-log-formats.md pushed through it, with the samples each metric mu
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ import yaml
 
 from logpipe.metrics.derived import SPECS
 from tests.stack import gotemplate, promtailsim
-from tests.stack.stackkit import STREAM_LABELS, promtail_config
+from tests.stack.stackkit import REPO, STREAM_LABELS, promtail_config
 
 
 def job() -> dict[str, Any]:
@@ -453,3 +454,48 @@ def test_go_templates_as_text_template_runs_them() -> None:
 def test_an_empty_template_result_deletes_the_key() -> None:
     pipeline = promtailsim.Pipeline(stages_of("- template: {source: level, template: '{{ if .x }}y{{ end }}'}"))
     assert "level" not in pipeline.run({"level": "info"}, "line").extracted
+
+
+# --- cutting noise (issue 14) ---------------------------------------------------------------------------------
+
+
+def noise_stages() -> list[dict[str, Any]]:
+    """The commented noise stages at the end of promtail/promtail.yaml, uncommented."""
+    text = promtail_text()
+    block = text[text.index("# --- Cutting noise") :]
+    yaml_lines = [re.sub(r"^\s*# ", "", line) for line in block.splitlines() if re.match(r"^\s*# (- |\s)", line)]
+    stages: list[dict[str, Any]] = yaml.safe_load("\n".join(yaml_lines))
+    return stages
+
+
+def promtail_text() -> str:
+    return (REPO / "promtail/promtail.yaml").read_text(encoding="utf-8")
+
+
+NOISE = [
+    ("plugin_daemon", '{"attributes":{"path":"/health/check","status":200,"method":"GET","latency_ms":0},"caller":'
+     '"middleware.go:83","message":"HTTP request","service":"dify-plugin-daemon","severity":"INFO",'
+     '"ts":"2026-06-12T10:34:00Z"}', "info"),
+    ("nginx", '172.18.0.1 - - [12/Jun/2026:10:32:01 +0000] "GET /health HTTP/1.1" 200 2 "-" "curl/8" "-"', "info"),
+    ("api", "[on_llm_before_invoke]\nModel: gpt-4o-mini\nPrompt messages: my secret question", "unknown"),
+]  # fmt: skip
+
+
+def test_the_promtail_noise_stages_drop_what_they_say_and_change_no_metric() -> None:
+    stages = noise_stages()
+    assert [next(iter(s)) for s in stages] == ["match", "match", "match", "limit"]
+    full = job()["pipeline_stages"] + stages
+    assert analysis(full).problems() == []
+    records = RECORDS + NOISE
+    plain, _ = replay(records)
+    noisy = promtailsim.Pipeline(full)
+    shipped = []
+    for service, record, _ in records:
+        labels = {"service": service, "container": f"docker-{service}-1", "compose_project": "docker",
+                  "stream": "stdout", "host": "dify-host"}  # fmt: skip
+        entry = noisy.run(labels, record)
+        if not entry.dropped:
+            shipped.append(entry.line)
+    assert len(shipped) == len(RECORDS), "the noise records were shipped, or real records were dropped"
+    assert noisy.registry.counters == plain.registry.counters
+    assert noisy.registry.observations == plain.registry.observations
