@@ -28,7 +28,8 @@ from logpipe import selflog
 from logpipe.config import Config, restart_only
 from logpipe.configload import ConfigError, load_config
 from logpipe.metrics import LogMetrics, MetricsServer
-from logpipe.pipeline import ChunkQueue, Pipeline, PipelineRunner, tune_gc
+from logpipe.pipeline import Pipeline, tune_gc
+from logpipe.runner import ChunkQueue, PipelineRunner
 from logpipe.sinks import Sink
 from logpipe.sinks.lanes import Lanes
 from logpipe.sinks.loki import LokiClient

@@ -1,23 +1,18 @@
-"""The parse stage between the Docker readers and the sinks: decode, group, parse, redact, count, enqueue.
+"""The parse stage between the Docker readers and the sinks: decode, group, parse, redact, count, decide, enqueue.
 
-`ChunkQueue` carries chunks of lines from the reader threads to the one pipeline thread, bounded in bytes.
 `Pipeline` is everything a configuration decides about turning lines into entries (parsers, grouping, redaction,
-labels, metric rules); it is rebuilt on reload and swapped in by `PipelineRunner` between two chunks, after the
-old one has closed its open records, so no line is lost or processed twice. Lines are bytes until here: invalid
-UTF-8 is replaced (never dropped), NUL bytes are replaced, over-long lines carry a visible truncation mark.
+labels, metric rules, what is shipped); it is rebuilt on reload and swapped in by the pipeline thread
+(`runner.PipelineRunner`) between two chunks. Lines are bytes until here: invalid UTF-8 is replaced (never
+dropped), NUL bytes are replaced, over-long lines carry a visible truncation mark.
 """
 
 from __future__ import annotations
 
 import gc
-import logging
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from logpipe.budget import ByteBudget
 from logpipe.config import Config
 from logpipe.event import Chunk, Event, Position, SourceLine
 from logpipe.metrics import LogMetrics
@@ -26,14 +21,9 @@ from logpipe.redact import Redactor
 from logpipe.shipping import Shipping, StreamShipping
 from logpipe.sinks.lanes import PASSED, Entry, LabelKey, LaneKey, Lanes
 from logpipe.telemetry import Telemetry
-from logpipe.threads import Threads
-
-log = logging.getLogger("logpipe.pipeline")
 
 #: An entry's size for batching: its text plus what the push body adds (timestamp, quoting, metadata), roughly.
 _ENTRY_OVERHEAD = 64
-#: The same for a line waiting in the chunk queue (its tuple, timestamp and bytes object): ~156 bytes.
-_LINE_OVERHEAD = 150
 #: Bytes kept free at the end of a cut line for its truncation mark, so the marked line stays within the limit.
 _MARK_ROOM = 64
 #: A container stream's parse state (its grouper, its label sets) is dropped after this long without a line and
@@ -83,50 +73,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 10, 10)
-
-
-class ChunkQueue:
-    """A FIFO of chunks bounded in bytes; `put` blocks while full. Thread-safe."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._items: deque[Chunk] = deque()
-        self._cond = threading.Condition()
-        self._budget = ByteBudget(max_bytes, self._cond)
-
-    @property
-    def max_bytes(self) -> int:
-        return self._budget.max_bytes
-
-    def put(self, chunk: Chunk) -> bool:
-        """Queue `chunk`, waiting while the queue is full; False once it is closed (the chunk is not queued)."""
-        with self._cond:
-            if not self._budget.wait_for_room():
-                return False
-            was_empty = not self._items
-            self._items.append(chunk)
-            self._budget.add(chunk.size + _LINE_OVERHEAD * len(chunk.lines))
-            if was_empty:
-                self._cond.notify_all()  # the pipeline thread waits only on an empty queue
-            return True
-
-    def get(self, timeout: float) -> Chunk | None:
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-                if not self._items:
-                    return None
-            chunk = self._items.popleft()
-            self._budget.release(chunk.size + _LINE_OVERHEAD * len(chunk.lines))
-            return chunk
-
-    def close(self) -> None:
-        """Refuse further puts (releasing blocked readers); what is queued can still be taken."""
-        with self._cond:
-            self._budget.close()
-
-    @property
-    def bytes(self) -> int:
-        return self._budget.held
 
 
 @dataclass(slots=True)
@@ -338,74 +284,3 @@ class Pipeline:
 
 class PipelineClosed(Exception):
     """The lanes refused entries because logpipe is shutting down."""
-
-
-class PipelineRunner:
-    """The pipeline thread: takes chunks off the queue, closes idle records, swaps pipelines on reload."""
-
-    def __init__(
-        self, queue: ChunkQueue, pipeline: Pipeline, idle_tick_secs: float = 0.1, threads: Threads | None = None
-    ) -> None:
-        self._queue = queue
-        self._threads = threads or Threads(lambda _kind: None)
-        self.pipeline = pipeline
-        self._tick = idle_tick_secs
-        self._next: Pipeline | None = None
-        self._stopping = threading.Event()
-        self._swap_lock = threading.Lock()
-        self._swapped = threading.Condition(self._swap_lock)
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        # A crash here cannot be restarted (a chunk may be half processed): it fails the process, whose container
-        # then restarts from the checkpoint.
-        self._thread = self._threads.start("pipeline", self._run)
-
-    def swap(self, pipeline: Pipeline, timeout: float = 5.0) -> bool:
-        """Replace the pipeline between two chunks; True once the new one is in use, False (and withdrawn) when
-        the pipeline thread did not take it within `timeout`."""
-        with self._swap_lock:
-            self._next = pipeline
-            if self._swapped.wait_for(lambda: self._next is None, timeout):
-                return True
-            if self._next is pipeline:
-                self._next = None
-            return False
-
-    def stop(self, timeout: float) -> None:
-        """Process what is queued, close open records, and end the thread (within `timeout`)."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        last_tick = time.monotonic()
-        try:
-            while True:
-                chunk = self._queue.get(self._tick)
-                now = time.monotonic()
-                if chunk is not None:
-                    self.pipeline.process(chunk, now)
-                if now - last_tick >= self._tick:
-                    self.pipeline.flush_idle(now)
-                    last_tick = now
-                    self._maybe_swap()
-                if chunk is None and self._stopping.is_set():
-                    self._maybe_swap()
-                    self.pipeline.flush_all()
-                    return
-        except PipelineClosed:
-            log.warning("pipeline stopped while the sinks were closed")
-
-    def _maybe_swap(self) -> None:
-        with self._swap_lock:
-            if self._next is None:
-                return
-        # Outside the lock: closing open records may wait on full lanes, and `swap` must still be able to time
-        # out and withdraw meanwhile.
-        self.pipeline.flush_all()
-        with self._swap_lock:
-            if self._next is not None:
-                self.pipeline = self._next
-                self._next = None
-                self._swapped.notify_all()

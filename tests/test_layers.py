@@ -34,6 +34,7 @@ STAGES = {
     "metrics": 2,
     "shipping": 2,
     "pipeline": 2,
+    "runner": 2,
     "sinks": 3,
     "state": 4,
     "configload": PROCESS,

@@ -7,7 +7,8 @@ import threading
 from prometheus_client import CollectorRegistry
 
 from logpipe.config import Config
-from logpipe.pipeline import ChunkQueue, Pipeline, PipelineRunner
+from logpipe.pipeline import Pipeline
+from logpipe.runner import ChunkQueue, PipelineRunner
 from logpipe.sinks.lanes import Lanes
 from logpipe.telemetry import Telemetry
 from tests.dockerkit import wait_until

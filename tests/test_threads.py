@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from logpipe.config import Config
 from logpipe.event import Chunk, ContainerInfo
-from logpipe.pipeline import ChunkQueue, Pipeline, PipelineRunner
+from logpipe.pipeline import Pipeline
+from logpipe.runner import ChunkQueue, PipelineRunner
 from logpipe.sinks.lanes import Lanes
 from logpipe.telemetry import Telemetry
 from logpipe.threads import Threads
