@@ -7,6 +7,7 @@ depend on any of it.
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 import zlib
@@ -17,8 +18,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bench.corpus import dify_corpus
-from logpipe.configload import ConfigError, build, load_config
 from logpipe.config import Config
+from logpipe.configload import ConfigError, build, load_config
 from logpipe.event import Chunk, ContainerInfo, Position
 from logpipe.metrics import LogMetrics
 from logpipe.pipeline import Pipeline
@@ -272,7 +273,7 @@ def test_a_storm_is_cut_to_the_limit_and_every_dropped_record_is_summarized() ->
     times = [ts for ts, _, _ in found]
     # One a second of log time while the storm lasts; the last comes when the stage closes (a reload or a
     # shutdown summarizes what is pending at once rather than lose it).
-    assert all(b - a >= SECOND for a, b in zip(times, times[1:-1])), "more than one summary a second"
+    assert all(b - a >= SECOND for a, b in itertools.pairwise(times[:-1])), "more than one summary a second"
     assert all(seconds <= 1.05 for _, _, seconds in found)
 
 

@@ -97,8 +97,8 @@ def test_a_storm_is_cut_to_the_rate_limit_with_its_gaps_marked_in_loki_and_its_e
 ) -> None:
     # A crash loop: 40,000 records as fast as the container can print them, one in 200 an error.
     lines = [
-        '{"ts":"2026-06-12T10:32:01.117Z","severity":"%s","service":"langgenius/dify","caller":"app.py:1",'
-        '"message":"storm seq=%d"}' % ("ERROR" if n % 200 == 199 else "INFO", n)
+        '{"ts":"2026-06-12T10:32:01.117Z","severity":"' + ("ERROR" if n % 200 == 199 else "INFO") + '",'
+        f'"service":"langgenius/dify","caller":"app.py:1","message":"storm seq={n}"}}'
         for n in range(40_000)
     ]
     write(tmp_path / "data", [lines[i : i + 10_000] for i in range(0, len(lines), 10_000)])

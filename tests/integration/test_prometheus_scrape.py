@@ -4,8 +4,8 @@ and the shipped alert rules evaluate without errors against them."""
 from __future__ import annotations
 
 import shutil
-import time
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from tests.dockerkit import Containers, require, wait_until
+from tests.logpipeproc import REPO, LogpipeProcess, free_port
 from tests.stack.stackkit import grafana_to_promql
 from tests.stack.test_grafana import queries
-from tests.logpipeproc import REPO, LogpipeProcess, free_port
 from tests.support.lokiserver import LokiServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.prometheus]
