@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
@@ -195,6 +196,7 @@ class SpoolMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.state.close()
+        shutil.rmtree(self.directory)
 
 
 TestSpoolMachine = SpoolMachine.TestCase
