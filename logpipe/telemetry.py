@@ -30,6 +30,7 @@ LOST_DROPS = (
     "too_old",
     "too_large",
     "spool_full",
+    "spool_corrupt",
     "too_far_behind",
     "too_new",
     "line_too_long",

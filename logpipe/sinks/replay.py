@@ -23,7 +23,7 @@ import orjson
 from logpipe.ratelimit import RateLimitedLog
 from logpipe.sinks.lanes import Batch, Entry
 from logpipe.state import State, StateError
-from logpipe.state.spool import SpoolFull
+from logpipe.state.spool import SpoolCorrupt, SpoolFull
 from logpipe.telemetry import Telemetry
 
 log = logging.getLogger("logpipe.spool")
@@ -98,17 +98,34 @@ class ReplaySource:
         with self._lock:
             if self.replaying is not None or time.monotonic() < self.retry_at:
                 return None
-            try:
-                found = self._state.spool.next_after(None)
-            except StateError as exc:
-                self._warn.warning(f"spool unreadable: {exc}", key="unreadable")
-                self.retry_at = time.monotonic() + 5.0
-                return None
-            if found is None:
-                return None
-            rid, payload = found
-            self.replaying = rid
-        return rid, unpack(payload)
+            while True:
+                try:
+                    found = self._state.spool.next_after(None)
+                    if found is None:
+                        return None
+                    rid, payload = found
+                    try:
+                        entries = unpack(payload)
+                    except (zlib.error, orjson.JSONDecodeError, ValueError, TypeError, struct.error) as exc:
+                        count = _COUNT.unpack_from(payload)[0] if len(payload) >= _COUNT.size else 0
+                        raise SpoolCorrupt(rid, count) from exc
+                except SpoolCorrupt as exc:
+                    # The disk changed the record: it can never be replayed. Drop it, count and say what was lost,
+                    # and go on with the next one (instead of stopping at it for good).
+                    try:
+                        if self._state.spool.delivered(exc.rid):
+                            log.error("spool record corrupt; its entries are lost", extra={"error": str(exc)})
+                            self._telemetry.entries_dropped("spool_corrupt", exc.entries)
+                        continue
+                    except StateError:
+                        self.retry_at = time.monotonic() + 5.0  # it could not be deleted: try again later
+                        return None
+                except StateError as exc:
+                    self._warn.warning(f"spool unreadable: {exc}", key="unreadable")
+                    self.retry_at = time.monotonic() + 5.0
+                    return None
+                self.replaying = rid
+                return rid, entries
 
     def delivered(self, rid: int, intent_id: int | None = None) -> None:
         """The record is in Loki: delete it with its replay's intent (one transaction)."""

@@ -218,7 +218,10 @@ class Checkpoint:
                 containers = {cid: self._containers.get(cid) for cid in self._dirty_containers}
                 positions = {cid: dict(c.pos) for cid, c in containers.items() if c is not None}
                 for cid, stream, pos in advances:
-                    now = positions.setdefault(cid, {}) if cid in self._containers else None
+                    # A container with nothing uncommitted starts from its committed positions: a spill's advance
+                    # never takes a cursor back on disk.
+                    known = self._containers.get(cid)
+                    now = positions.setdefault(cid, dict(known.pos)) if known is not None else None
                     if now is not None and (now.get(stream) is None or pos > now[stream]):
                         now[stream] = pos
                         containers.setdefault(cid, self._containers[cid])

@@ -50,7 +50,8 @@ def migrate(store: Store, directory: Path) -> dict[str, int]:
         for old_id, written_ns, payload in records:
             count = _COUNT.unpack_from(payload)[0] if len(payload) >= _COUNT.size else 0
             cursor = db.execute(
-                "INSERT INTO spool (written_ns, entries, payload) VALUES (?, ?, ?)", (written_ns, count, payload)
+                "INSERT INTO spool (written_ns, entries, payload, crc) VALUES (?, ?, ?, ?)",
+                (written_ns, count, payload, zlib.crc32(payload)),
             )
             new_ids[old_id] = int(cursor.lastrowid or 0)
         for cid, c in checkpoint.get("containers", {}).items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable
 
 from logpipe.state.store import FREE_MARGIN_BYTES, StateFull, Store
@@ -19,6 +20,15 @@ from logpipe.state.store import FREE_MARGIN_BYTES, StateFull, Store
 
 class SpoolFull(Exception):
     """The record would take the spool past `max_bytes`; nothing was written."""
+
+
+class SpoolCorrupt(Exception):
+    """A record's payload no longer matches the checksum it was written with (the disk changed it)."""
+
+    def __init__(self, rid: int, entries: int) -> None:
+        super().__init__(f"spool record {rid} is corrupt ({entries} entries)")
+        self.rid = rid
+        self.entries = entries
 
 
 class Spool:
@@ -46,14 +56,15 @@ class Spool:
                     raise SpoolFull(
                         f"spool full: bytes={self.payload_bytes} record={len(payload)} max_bytes={self.max_bytes}"
                     )
-            free = self._store.free_bytes()
+            # Delivered records leave free pages in the database, which new records reuse: they count as room.
+            free = self._store.free_bytes() + self._store.unused_bytes(db)
             if free < 2 * len(payload) + FREE_MARGIN_BYTES:
                 raise StateFull(
                     f"disk nearly full: {free} bytes free, keeping {FREE_MARGIN_BYTES} for acknowledgements"
                 )
             cursor = db.execute(
-                "INSERT INTO spool (written_ns, entries, payload) VALUES (?, ?, ?)",
-                (int(self._clock() * 1e9), entries, payload),
+                "INSERT INTO spool (written_ns, entries, payload, crc) VALUES (?, ?, ?, ?)",
+                (int(self._clock() * 1e9), entries, payload, zlib.crc32(payload)),
             )
             return int(cursor.lastrowid or 0)
 
@@ -66,14 +77,19 @@ class Spool:
             self.entries += entries
 
     def next_after(self, rid: int | None) -> tuple[int, bytes] | None:
-        """The oldest record after `rid` (None: the oldest of all), or None."""
+        """The oldest record after `rid` (None: the oldest of all), or None. Raises SpoolCorrupt when its payload
+        fails its checksum (the caller drops it: `delivered` deletes it like any other)."""
         rows = self._store.query(
-            "SELECT id, payload FROM spool WHERE id > ? ORDER BY id LIMIT 1", (-1 if rid is None else rid,)
+            "SELECT id, payload, crc, entries FROM spool WHERE id > ? ORDER BY id LIMIT 1",
+            (-1 if rid is None else rid,),
         )
         if not rows:
             return None
-        rid_, payload = rows[0]
-        return int(rid_), bytes(payload)  # type: ignore[call-overload]
+        rid_, payload, crc, entries = rows[0]
+        data = bytes(payload)  # type: ignore[call-overload]
+        if crc is not None and zlib.crc32(data) != crc:
+            raise SpoolCorrupt(int(rid_), int(entries))  # type: ignore[call-overload]
+        return int(rid_), data  # type: ignore[call-overload]
 
     def delivered(self, rid: int, intent_id: int | None = None) -> bool:
         """The record is in Loki: delete it, and the intent of its replay, in one transaction. False when it was

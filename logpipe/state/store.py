@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS cursors (
 CREATE TABLE IF NOT EXISTS intents (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS spool (
     id INTEGER PRIMARY KEY AUTOINCREMENT, written_ns INTEGER NOT NULL, entries INTEGER NOT NULL,
-    payload BLOB NOT NULL);
+    payload BLOB NOT NULL, crc INTEGER);
 """
 
 
@@ -101,6 +101,8 @@ class Store:
             if db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
             db.executescript(_SCHEMA)
+            if "crc" not in {row[1] for row in db.execute("PRAGMA table_info(spool)")}:
+                db.execute("ALTER TABLE spool ADD COLUMN crc INTEGER")  # a database from before the checksum
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except BaseException:
             db.close()
@@ -148,6 +150,13 @@ class Store:
             return shutil.disk_usage(self.directory).free
         except OSError:
             return 0
+
+    @staticmethod
+    def unused_bytes(db: sqlite3.Connection) -> int:
+        """Bytes of free pages inside the database: deleted records leave them, and new ones reuse them."""
+        pages = db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+        return int(pages) * int(size)
 
     def file_bytes(self) -> int:
         """Bytes the database and its WAL occupy on disk."""
