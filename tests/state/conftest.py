@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from logpipe.state import State
+from logpipe.state import State, StateFull
 
 OpenState = Callable[..., State]
 
@@ -70,3 +70,23 @@ def fill(directory: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+def replay(state: State) -> list[tuple[int, bytes]]:
+    """Every record in the spool, oldest first, by walking next_after."""
+    out: list[tuple[int, bytes]] = []
+    rid = None
+    while (found := state.spool.next_after(rid)) is not None:
+        out.append(found)
+        rid = found[0]
+    return out
+
+
+def spill_until_full(state: State, size: int = 64 << 10) -> list[int]:
+    """Spill records of `size` random bytes until the spool refuses one for the disk's sake; their ids."""
+    ids: list[int] = []
+    with pytest.raises(StateFull):
+        for _ in range(200):
+            ids.append(state.spill(os.urandom(size), 1, []))
+    assert len(ids) > 10
+    return ids

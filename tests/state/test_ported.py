@@ -35,19 +35,10 @@ from logpipe.sinks.replay import ReplaySource
 from logpipe.state import SpoolFull, State, StateFull
 from logpipe.state.spool import SpoolCorrupt
 from logpipe.telemetry import Telemetry
-from tests.state.conftest import OpenState
+from tests.state.conftest import OpenState, replay, spill_until_full
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def replay(state: State) -> list[tuple[int, bytes]]:
-    """Every record in the spool, oldest first, by walking next_after."""
-    out: list[tuple[int, bytes]] = []
-    rid = None
-    while (found := state.spool.next_after(rid)) is not None:
-        out.append(found)
-        rid = found[0]
-    return out
 
 
 def counts(state: State) -> tuple[int, int, int]:
@@ -240,11 +231,7 @@ def test_delivering_records_makes_room_for_new_spills_after_the_disk_filled(tiny
     state = State(tiny_tmpfs / "state", spool_max_bytes=1 << 30)
     state.open()
     try:
-        ids: list[int] = []
-        with pytest.raises(StateFull):
-            for _ in range(200):
-                ids.append(state.spill(os.urandom(64 << 10), 1, []))
-        assert len(ids) > 10
+        ids = spill_until_full(state)
         for rid in ids:
             assert state.spool.delivered(rid)
         assert counts(state) == (0, 0, 0)

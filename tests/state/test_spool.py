@@ -20,20 +20,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from logpipe.state import Intent, Probe, SpoolFull, State, StateFull
-from tests.state.conftest import OpenState, fill
+from logpipe.state import Intent, Probe, SpoolFull, State
+from tests.state.conftest import OpenState, fill, replay, spill_until_full
 
 REPO = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("spill_child.py")
 
-
-def replay(state: State) -> list[tuple[int, bytes]]:
-    out: list[tuple[int, bytes]] = []
-    rid = None
-    while (found := state.spool.next_after(rid)) is not None:
-        out.append(found)
-        rid = found[0]
-    return out
 
 
 def test_spilled_records_replay_in_order_and_delivered_ones_never_return(open_state: OpenState) -> None:
@@ -126,11 +118,7 @@ def test_a_full_disk_refuses_spills_but_never_acknowledgements(tiny_tmpfs: Path)
     state = State(tiny_tmpfs / "state", spool_max_bytes=1 << 30)
     state.open()
     try:
-        ids = []
-        with pytest.raises(StateFull):
-            for _ in range(200):
-                ids.append(state.spill(os.urandom(64 * 1024), 1, []))
-        assert len(ids) > 10
+        ids = spill_until_full(state)
         fill(tiny_tmpfs)  # and nothing else on the disk either
         for rid in ids[:5]:  # acknowledging must work on a full disk: it is what frees room
             assert state.spool.delivered(rid)
